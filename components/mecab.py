@@ -1,0 +1,79 @@
+"""MeCab (fugashi) set-up shared by sentence splitting, tokenizers and pretraining data.
+
+The options mirror what ``transformers.BertJapaneseTokenizer`` passes to fugashi
+for the same ``mecab_dic``, so that words seen at data-creation time are the
+words the released tokenizer produces.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+
+from components.errors import BadInput
+
+KNOWN_DICTIONARIES = ("unidic_lite", "unidic", "ipadic")
+
+
+def dictionary_dir(mecab_dic: str) -> str:
+    """The dictionary directory for a known name, or ``mecab_dic`` itself if it is a directory."""
+    if mecab_dic == "unidic_lite":
+        import unidic_lite
+
+        return unidic_lite.DICDIR
+    if mecab_dic == "unidic":
+        try:
+            import unidic
+        except ImportError as e:
+            raise BadInput("mecab_dic='unidic' needs the 'unidic' package (pip install unidic; python -m unidic download)") from e
+        return unidic.DICDIR
+    if mecab_dic == "ipadic":
+        try:
+            import ipadic
+        except ImportError as e:
+            raise BadInput("mecab_dic='ipadic' needs the 'ipadic' package") from e
+        return ipadic.DICDIR
+    if os.path.isdir(mecab_dic):
+        return mecab_dic
+    raise BadInput(f"mecab_dic={mecab_dic!r}: not one of {KNOWN_DICTIONARIES} nor a dictionary directory")
+
+
+def tagger_args(mecab_dic: str) -> str:
+    dicdir = dictionary_dir(mecab_dic)
+    rc = os.path.join(dicdir, "mecabrc")
+    rc = rc if os.path.isfile(rc) else os.devnull
+    return f'-d "{dicdir}" -r "{rc}"'
+
+
+def generic_tagger(mecab_dic: str = "unidic_lite"):
+    """A ``fugashi.GenericTagger`` (features as tuples) for the dictionary."""
+    import fugashi
+
+    return fugashi.GenericTagger(tagger_args(mecab_dic))
+
+
+class WordSplitter:
+    """Splits text into MeCab word surfaces the way ``BertJapaneseTokenizer`` does.
+
+    NFKC first (``normalize_text=True`` there), optional lowercasing, no
+    whitespace tokens.
+    """
+
+    def __init__(self, mecab_dic: str = "unidic_lite", do_lower_case: bool = False):
+        self.mecab_dic = mecab_dic
+        self.do_lower_case = do_lower_case
+        self._tagger = generic_tagger(mecab_dic)
+
+    def __call__(self, text: str) -> list[str]:
+        text = unicodedata.normalize("NFKC", text)
+        words = [w.surface for w in self._tagger(text)]
+        if self.do_lower_case:
+            words = [w.lower() for w in words]
+        return [w for w in words if w and not w.isspace()]
+
+    def __getstate__(self):
+        # Taggers are C objects: workers rebuild their own.
+        return {"mecab_dic": self.mecab_dic, "do_lower_case": self.do_lower_case}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
