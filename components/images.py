@@ -1,0 +1,37 @@
+"""Runtime image names and tags: the one place components, Dockerfiles, the Helm
+chart and the kind scripts read, so a release bumps them together.
+
+``BERTJA_IMAGE_REGISTRY`` (e.g. ``us-docker.pkg.dev/PROJECT/bertja``) and
+``BERTJA_IMAGE_TAG`` override the defaults when compiling for a private registry.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+
+REGISTRY = "ghcr.io/bert-japanese-pipelines"
+
+# image key -> (repository name, what runs in it, Dockerfile under images/)
+IMAGES: dict[str, tuple[str, str, str]] = {
+    "data": ("bertja-data", "text steps: download, corpora, tokenizers, pretraining data (fugashi + unidic-lite)", "data.Dockerfile"),
+    "train": ("bertja-train", "TF Model Garden trainer (CPU profile; the same image runs on TPU VMs)", "train.Dockerfile"),
+    "convert": ("bertja-convert", "conversion, evaluation and publishing (torch + transformers, no TensorFlow)", "convert.Dockerfile"),
+    "tpu": ("bertja-tpu-control", "Cloud TPU VM control (google-cloud-tpu, google-cloud-storage)", "tpu-control.Dockerfile"),
+}
+
+
+def version() -> str:
+    try:
+        return metadata.version("bert-japanese-pipelines")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0.0.0"
+
+
+def image(key: str, registry: str | None = None, tag: str | None = None) -> str:
+    """Full image reference for ``key`` (one of ``IMAGES``)."""
+    if key not in IMAGES:
+        raise KeyError(f"unknown image {key!r}; known: {', '.join(IMAGES)}")
+    registry = registry or os.environ.get("BERTJA_IMAGE_REGISTRY") or REGISTRY
+    tag = tag or os.environ.get("BERTJA_IMAGE_TAG") or version()
+    return f"{registry.rstrip('/')}/{IMAGES[key][0]}:{tag}"
