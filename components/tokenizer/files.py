@@ -1,0 +1,149 @@
+"""The tokenizer directory: special tokens, file names, reading and writing.
+
+One place for what the tokenizer steps write and what later steps (pretraining
+data, conversion, evaluation) read back, so both sides agree on ids and options.
+A directory holds ``vocab.txt`` (one token per line, id = line number),
+``tokenizer_config.json`` and ``special_tokens_map.json``, which together load
+in ``transformers`` as ``BertJapaneseTokenizer``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+from components import storage
+from components.errors import BadInput
+
+PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+# Ids are fixed by position: the recipe's vocabularies start with these five.
+SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN)
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
+SPECIAL_TOKEN_IDS = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+NUM_UNUSED = 10  # [unused0..9] follow the special tokens (ids 5..14)
+CONTINUATION_PREFIX = "##"
+MODEL_MAX_LENGTH = 512
+MAX_INPUT_CHARS_PER_WORD = 100  # longer words become [UNK] (BertJapaneseTokenizer's WordPiece)
+
+SUBWORD_TYPES = ("wordpiece", "character")
+DEFAULT_MECAB_DIC = "unidic_lite"
+
+VOCAB_FILE = "vocab.txt"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+# The trained ``tokenizers`` model. Not named tokenizer.json: a fast tokenizer
+# of another class must not shadow BertJapaneseTokenizer (MeCab word split).
+TOKENIZERS_JSON_FILE = "wordpiece_tokenizers.json"
+
+
+def reserved_tokens(num_unused: int = NUM_UNUSED) -> list[str]:
+    """The tokens at the head of every vocabulary: specials, then ``[unusedN]``."""
+    if num_unused < 0:
+        raise BadInput(f"num_unused={num_unused}: must be >= 0")
+    return [*SPECIAL_TOKENS, *(f"[unused{i}]" for i in range(num_unused))]
+
+
+@dataclass(frozen=True)
+class TokenizerFiles:
+    """What a tokenizer directory says: its tokens (id = index) and options."""
+
+    tokens: tuple[str, ...]
+    subword_tokenizer_type: str  # "wordpiece" | "character"
+    do_lower_case: bool
+    mecab_dic: str
+    word_tokenizer_type: str = "mecab"
+
+    @cached_property
+    def vocab(self) -> dict[str, int]:
+        """Token -> id."""
+        return {token: i for i, token in enumerate(self.tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def tokenizer_config(*, subword_tokenizer_type: str, do_lower_case: bool = False,
+                     mecab_dic: str = DEFAULT_MECAB_DIC) -> dict:
+    """``tokenizer_config.json`` content for a BertJapaneseTokenizer with MeCab words."""
+    if subword_tokenizer_type not in SUBWORD_TYPES:
+        raise BadInput(f"subword_tokenizer_type={subword_tokenizer_type!r}: not one of {SUBWORD_TYPES}")
+    return {
+        "tokenizer_class": "BertJapaneseTokenizer",
+        "model_max_length": MODEL_MAX_LENGTH,
+        "do_lower_case": bool(do_lower_case),
+        "word_tokenizer_type": "mecab",
+        "subword_tokenizer_type": subword_tokenizer_type,
+        "mecab_kwargs": {"mecab_dic": mecab_dic},
+        **_special_tokens_map(),
+    }
+
+
+def _special_tokens_map() -> dict[str, str]:
+    return {"unk_token": UNK_TOKEN, "sep_token": SEP_TOKEN, "pad_token": PAD_TOKEN,
+            "cls_token": CLS_TOKEN, "mask_token": MASK_TOKEN}
+
+
+def write_tokenizer_dir(output_dir: str, tokens: list[str], *, subword_tokenizer_type: str,
+                        do_lower_case: bool = False, mecab_dic: str = DEFAULT_MECAB_DIC) -> list[str]:
+    """Writes vocab.txt, tokenizer_config.json and special_tokens_map.json; returns their URIs."""
+    _check_tokens(tokens, f"{output_dir} (vocabulary to write)")
+    config = tokenizer_config(subword_tokenizer_type=subword_tokenizer_type,
+                              do_lower_case=do_lower_case, mecab_dic=mecab_dic)
+    written = []
+    for name, text in (
+        (VOCAB_FILE, "".join(f"{t}\n" for t in tokens)),
+        (TOKENIZER_CONFIG_FILE, json.dumps(config, ensure_ascii=False, indent=2) + "\n"),
+        (SPECIAL_TOKENS_MAP_FILE, json.dumps(_special_tokens_map(), indent=2) + "\n"),
+    ):
+        uri = storage.join(output_dir, name)
+        storage.write_text(uri, text)
+        written.append(uri)
+    return written
+
+
+def read_tokens(vocab_uri: str) -> list[str]:
+    """The tokens of a ``vocab.txt`` (id = line number), read the way transformers reads it."""
+    tokens = [line for _n, line in storage.iter_lines(vocab_uri)]
+    _check_tokens(tokens, vocab_uri)
+    return tokens
+
+
+def load_vocab(tokenizer_dir: str) -> TokenizerFiles:
+    """Reads a tokenizer directory's vocab and config (local path, file:// or gs://)."""
+    tokens = read_tokens(storage.join(tokenizer_dir, VOCAB_FILE))
+    config_uri = storage.join(tokenizer_dir, TOKENIZER_CONFIG_FILE)
+    try:
+        config = json.loads(storage.read_text(config_uri))
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{config_uri}: not valid JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise BadInput(f"{config_uri}: expected a JSON object")
+    subword = config.get("subword_tokenizer_type", "wordpiece")
+    if subword not in SUBWORD_TYPES:
+        raise BadInput(f"{config_uri}: subword_tokenizer_type={subword!r} is not one of {SUBWORD_TYPES}")
+    word = config.get("word_tokenizer_type", "basic")
+    if word != "mecab":
+        raise BadInput(f"{config_uri}: word_tokenizer_type={word!r}; this project's tokenizers use 'mecab'")
+    mecab_kwargs = config.get("mecab_kwargs") or {}
+    return TokenizerFiles(
+        tokens=tuple(tokens),
+        subword_tokenizer_type=subword,
+        do_lower_case=bool(config.get("do_lower_case", False)),
+        mecab_dic=mecab_kwargs.get("mecab_dic", DEFAULT_MECAB_DIC),
+        word_tokenizer_type=word,
+    )
+
+
+def _check_tokens(tokens: list[str], where: str) -> None:
+    head = tuple(tokens[:len(SPECIAL_TOKENS)])
+    if head != SPECIAL_TOKENS:
+        raise BadInput(f"{where}: the vocabulary must start with {' '.join(SPECIAL_TOKENS)} "
+                       f"(ids 0..{len(SPECIAL_TOKENS) - 1}), found {' '.join(head) or 'nothing'}")
+    seen: dict[str, int] = {}
+    for i, token in enumerate(tokens):
+        if token == "":
+            raise BadInput(f"{where}:{i + 1}: empty token")
+        if token in seen:
+            raise BadInput(f"{where}:{i + 1}: token {token!r} repeats line {seen[token] + 1}")
+        seen[token] = i
