@@ -40,10 +40,23 @@ def is_gcs(uri: str) -> bool:
 
 
 def local_path(uri: str | os.PathLike) -> str:
-    """The filesystem path of a local path or ``file://`` URI."""
+    """The filesystem path of a local path, ``file://`` or ``package://`` URI.
+
+    ``package://PKG/REL/PATH`` names a file shipped inside an installed Python
+    package (the bundled sample corpus), wherever the package is installed: on a
+    laptop, in a kfp.local run and in a pod alike.
+    """
     uri = os.fspath(uri)
     if uri.startswith("file://"):
         return unquote(urlparse(uri).path)
+    if uri.startswith("package://"):
+        import importlib.util
+
+        package, _, rel = uri[len("package://"):].partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise BadInput(f"{uri}: no installed package {package!r}")
+        return os.path.join(list(spec.submodule_search_locations)[0], *rel.split("/"))
     if "://" in uri:
         raise BadInput(f"{uri}: not a local path or file:// URI")
     return uri
@@ -135,8 +148,7 @@ def glob(pattern: str) -> list[str]:
     if not is_gcs(pattern):
         import glob as _glob
 
-        scheme = "file://" if pattern.startswith("file://") else ""
-        return sorted(scheme + p for p in _glob.glob(local_path(pattern)) if os.path.isfile(p))
+        return sorted(p for p in _glob.glob(local_path(pattern)) if os.path.isfile(p))
     bucket, key = split_gcs(pattern)
     fixed = key
     for i, ch in enumerate(key):
