@@ -53,7 +53,6 @@ class PipelineParameters:
     masked_lm_prob: float = 0.15
     short_seq_prob: float = 0.1
     data_seed: int = 12345
-    data_parallelism: int = 8
     # --- training
     model_size: str = "base"
     training_backend: str = "tpu"
@@ -109,13 +108,17 @@ def coerce(name: str, text: str):
     return text
 
 
-def validate(values: dict) -> dict:
-    """Checks every value a user can get wrong; raises BadInput naming the parameter."""
+def validate(values: dict, for_run: bool = True) -> dict:
+    """Checks every value a user can get wrong; raises BadInput naming the parameter.
+
+    ``for_run=False`` (compiling) skips what a run must fill in but a compiled
+    pipeline may leave for the UI form, such as ``gcp_project``.
+    """
     def need(cond: bool, name: str, msg: str):
         if not cond:
             raise BadInput(f"parameter {name}={values.get(name)!r}: {msg}")
 
-    for name in ("cc100_num_shards", "wikipedia_num_shards", "data_parallelism", "tokenizer_sample_lines",
+    for name in ("cc100_num_shards", "wikipedia_num_shards", "tokenizer_sample_lines",
                  "stage1_dupe_factor", "stage2_dupe_factor", "min_frequency"):
         if name in values:
             need(int(values[name]) >= 1, name, "must be a positive integer")
@@ -146,7 +149,7 @@ def validate(values: dict) -> dict:
             need(1 <= int(values[pred]) < int(values[seq]), pred, "must be >= 1 and below the sequence length")
     if "masked_lm_prob" in values:
         need(0 < float(values["masked_lm_prob"]) < 1, "masked_lm_prob", "must be in (0, 1)")
-    if values.get("training_backend") == "tpu":
+    if for_run and values.get("training_backend") == "tpu":
         need(bool(values.get("gcp_project")), "gcp_project", "is required when training_backend='tpu'")
     if values.get("release_uri"):
         check_uri("release_uri", values["release_uri"])

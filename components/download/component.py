@@ -1,0 +1,60 @@
+"""KFP components: resolve sources (never cached) and download one source (cached)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components.images import image
+
+DATA_IMAGE = image("data")
+
+
+@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+def resolve_sources(
+    wikipedia_dump_date: str,
+    cirrus_index_url: str,
+    cc100_url: str,
+    unidic_url: str,
+) -> NamedTuple("Sources", wikipedia_dump_date=str, wikipedia_url=str, wikipedia_identity=str,
+                cc100_url=str, cc100_identity=str, unidic_url=str, unidic_identity=str):
+    """Turns "latest" into a concrete dump and every source into URL + identity.
+
+    Its outputs are plain values (URL + size/etag/checksum), so the download steps'
+    cache keys change exactly when the data does. This step itself is never cached.
+    """
+    import json
+    from collections import namedtuple
+
+    from components.download.sources import identity_of, resolve_sources as resolve
+    s = resolve(wikipedia_dump_date=wikipedia_dump_date, cirrus_index_url=cirrus_index_url,
+                cc100_url=cc100_url, unidic_url=unidic_url)
+    print(json.dumps(s, indent=2, sort_keys=True))
+    out = namedtuple("Sources", ["wikipedia_dump_date", "wikipedia_url", "wikipedia_identity", "cc100_url",
+                                 "cc100_identity", "unidic_url", "unidic_identity"])
+    return out(s["wikipedia_dump_date"], s["wikipedia_url"], identity_of(s, "wikipedia"),
+               s["cc100_url"], identity_of(s, "cc100"), s["unidic_url"], identity_of(s, "unidic"))
+
+
+@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+def download_source(url: str, identity: str, extract_member: str, data: Output[Dataset]):
+    """Downloads one source (verified against ``identity``) into the artifact's data root.
+
+    ``extract_member`` (e.g. ``lex.csv``) pulls one file out of a .zip source.
+    """
+    from components import artifacts, storage
+    from components.download.core import download, extract_member as extract, verification_of
+
+    root = artifacts.data_root(data.uri, data.path)
+    name = storage.basename(url)
+    target = storage.join(root, name)
+    result = download(url, target, **verification_of(identity))
+    files = [name]
+    if extract_member and not name.endswith(extract_member):
+        member = storage.basename(extract_member)
+        extract(target, extract_member, storage.join(root, member))
+        storage.remove(target)
+        files = [member]
+    artifacts.write_manifest(data.path, {"source_url": url, "identity": identity, "files": files,
+                                         "size": result.get("size"), "sha256": result.get("sha256")})
+    data.metadata.update({"source_url": url, "files": files})

@@ -1,0 +1,26 @@
+"""KFP component: copy the converted model to its release location with a model card."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.images import image
+
+
+@dsl.component(base_image=image("convert"), install_kfp_package=False)
+def publish_model(hf_model: Input[Model], evaluation: Input[Dataset], release_uri: str, variant: str,
+                  model_size: str, wikipedia_dump_date: str, cc100_url: str, wikipedia_url: str,
+                  release: Output[Model]):
+    """Publishes to ``release_uri`` (or, when empty, into this artifact) with a generated README."""
+    from components import artifacts, storage
+    from components.publish.core import publish_model as publish
+
+    metrics = artifacts.read_manifest(evaluation.path).get("metrics", {})
+    target = release_uri.rstrip("/") if release_uri else artifacts.data_root(release.uri, release.path)
+    if release_uri:
+        target = storage.join(target, f"bert-{model_size}-japanese-{variant}-{wikipedia_dump_date}")
+    result = publish(artifacts.data_root(hf_model.uri, hf_model.path), target, metrics=metrics,
+                     model_name=f"bert-{model_size}-japanese-{variant}", variant=variant,
+                     sources={"wikipedia_dump_date": wikipedia_dump_date, "wikipedia_url": wikipedia_url,
+                              "cc100_url": cc100_url})
+    artifacts.write_manifest(release.path, {"release_uri": target, "stats": result})
+    release.metadata.update({"release_uri": target, "variant": variant})

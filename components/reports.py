@@ -1,0 +1,75 @@
+"""What a person reads in the KFP UI: Markdown tables and a small SVG loss curve,
+plus metrics logging. Plain Python: components pass their artifacts in.
+"""
+
+from __future__ import annotations
+
+import html
+import numbers
+
+
+def markdown_table(title: str, rows: dict, note: str = "") -> str:
+    """A two-column Markdown table of statistics (nested dicts are flattened)."""
+    lines = [f"## {title}", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["| | |", "|---|---|"]
+    for key, value in _flatten(rows).items():
+        lines.append(f"| {key} | {_fmt(value)} |")
+    return "\n".join(lines) + "\n"
+
+
+def log_metrics(metrics, stats: dict, prefix: str = "") -> None:
+    """Logs every numeric statistic on a KFP ``Metrics`` artifact (duck-typed)."""
+    for key, value in _flatten(stats).items():
+        if isinstance(value, numbers.Number) and not isinstance(value, bool):
+            metrics.log_metric(f"{prefix}{key}", float(value))
+
+
+def loss_curve_html(title: str, points: list[tuple[float, float]], width: int = 640, height: int = 320) -> str:
+    """A self-contained HTML page with an SVG line chart of (step, loss)."""
+    pts = [(float(x), float(y)) for x, y in points if y is not None]
+    if not pts:
+        return f"<html><body><h3>{html.escape(title)}</h3><p>No loss values recorded.</p></body></html>"
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+    pad = 40
+
+    def sx(x):
+        return pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
+
+    def sy(y):
+        return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
+
+    poly = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+    return (
+        f"<html><body><h3>{html.escape(title)}</h3>"
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f'<rect width="100%" height="100%" fill="white"/>'
+        f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{poly}"/>'
+        f'<text x="{pad}" y="{height - 10}" font-size="12">step {x0:g} .. {x1:g}</text>'
+        f'<text x="4" y="{pad - 10}" font-size="12">loss {y1:.3f} (top) .. {y0:.3f} (bottom)</text>'
+        f"</svg><p>{len(pts)} points; last loss {ys[-1]:.4f} at step {xs[-1]:g}</p></body></html>"
+    )
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.4f}" if abs(v) < 1000 else f"{v:,.1f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v[:20])) + (" ..." if len(v) > 20 else "")
+    return str(v).replace("|", "\\|")

@@ -1,0 +1,25 @@
+"""KFP component: the exit task that releases training compute, whatever happened."""
+
+from typing import List
+
+from kfp import dsl
+
+from components.images import image
+
+
+@dsl.component(base_image=image("tpu"), install_kfp_package=False)
+def release_compute(backend: str, run_id: str, variants: List[str], gcp_project: str, gcp_zone: str):
+    """Deletes every TPU VM this run may have created (idempotent; a failure is loud).
+
+    Node names are derived from the run id, not read from the train task: an exit
+    task may not depend on tasks inside its exit handler, and it must work even
+    when the train task never reported anything.
+    """
+    if backend != "tpu":
+        print(f"training_backend={backend!r}: no cloud compute to release")
+        return
+    from components.tpu.orchestrate import release_tpu, tpu_node_name
+
+    for variant in variants:
+        node = tpu_node_name(run_id, variant)
+        print(release_tpu(project=gcp_project, zone=gcp_zone, node_name=node))

@@ -1,0 +1,242 @@
+"""``bertja compile | run | submit | schedule``: the pipeline's own commands.
+
+compile: profile defaults (+ ``--param``) -> validated -> pipeline YAML.
+run --local: the whole DAG under ``kfp.local`` (SubprocessRunner, caching on),
+  ending with where the Hugging Face model is and a fill-mask answer from it.
+submit / schedule: thin conveniences over ``kfp.Client`` (the same as
+  ``kfp run create`` / ``kfp recurring-run create``); schedule replaces a recurring
+  run of the same name, so re-applying it (a Helm upgrade) is idempotent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+from components.errors import BadInput
+from pipelines import parameters, profiles
+
+MULTI_COMMAND = True
+DEFAULT_LOCAL_OUTPUT = "runs/local"
+FILL_MASK_QUERY = "日本の首都は[MASK]です。"
+
+
+# ---------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------
+
+def parse_params(pairs: list[str]) -> dict:
+    """``key=value`` strings -> typed values (names and types from parameters.py)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BadInput(f"--param {pair!r}: expected key=value")
+        out[key.strip()] = parameters.coerce(key.strip(), value)
+    return out
+
+
+def pipeline_values(profile_name: str, overrides: dict, for_run: bool = True) -> dict:
+    """Recipe defaults <- profile <- overrides, validated."""
+    profile = profiles.get(profile_name)
+    return parameters.validate(parameters.merged(overrides, base=profile.parameters), for_run=for_run)
+
+
+def compile_pipeline(output: str, profile_name: str = "gcp", overrides: dict | None = None,
+                     pipeline_root: str | None = None) -> dict:
+    """Compiles the DAG for a profile; the profile's values become the YAML's defaults."""
+    from kfp import compiler
+
+    from pipelines.pretraining import build
+
+    profile = profiles.get(profile_name)
+    values = pipeline_values(profile_name, overrides or {}, for_run=False)
+    root = pipeline_root or profile.pipeline_root
+    if profile.needs_gcs_root and not (root or "").startswith("gs://"):
+        raise BadInput(f"profile {profile_name!r} needs --pipeline-root gs://BUCKET/PATH (artifacts and "
+                       "TFRecords live there; the TPU VM reads them in place)")
+    if root:
+        parameters.check_pipeline_root(root)
+        if pipeline_root:
+            profile = _with_root(profile, pipeline_root)
+    changed = {k: v for k, v in values.items() if v != getattr(parameters.PipelineParameters(), k)}
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    tmp = f"{output}.tmp.yaml"
+    compiler.Compiler().compile(build(profile), tmp, pipeline_parameters=changed)
+    os.replace(tmp, output)
+    return {"output": output, "profile": profile_name, "pipeline_root": root, "parameters": values}
+
+
+def _with_root(profile, root):
+    import dataclasses
+
+    return dataclasses.replace(profile, pipeline_root=root)
+
+
+# ---------------------------------------------------------------------------
+# Local run (kfp.local)
+# ---------------------------------------------------------------------------
+
+def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local", overrides: dict | None = None,
+              enable_caching: bool = True) -> dict:
+    """Runs the whole DAG with kfp.local's SubprocessRunner in this environment."""
+    from kfp import local
+
+    from pipelines.pretraining import build
+
+    values = pipeline_values(profile_name, overrides or {})
+    output_dir = os.path.abspath(output_dir)
+    root = os.path.join(output_dir, "pipeline-root")
+    os.makedirs(root, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
+               enable_caching=enable_caching, cache_root=os.path.join(output_dir, "cache"))
+    pipeline = build(profiles.get(profile_name))
+    start = time.monotonic()
+    task = pipeline(**values)
+    seconds = time.monotonic() - start
+    releases = task.output if isinstance(task.output, list) else [task.output]
+    models = []
+    for artifact in releases:
+        from components import artifacts
+
+        manifest = artifacts.read_manifest(artifact.path)
+        models.append({"variant": manifest["stats"].get("variant") or artifact.metadata.get("variant"),
+                       "model_dir": manifest["release_uri"]})
+    return {"seconds": seconds, "models": models, "output_dir": output_dir}
+
+
+def fill_mask(model_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> list[dict]:
+    """Asks the converted model to fill ``[MASK]`` (what a user tries first)."""
+    from transformers import pipeline
+
+    fill = pipeline("fill-mask", model=model_dir, tokenizer=model_dir, device="cpu")
+    return [{"token": r["token_str"], "score": round(float(r["score"]), 4)} for r in fill(text, top_k=top_k)]
+
+
+# ---------------------------------------------------------------------------
+# KFP API (submit, schedule)
+# ---------------------------------------------------------------------------
+
+def _client(endpoint: str, namespace: str | None = None):
+    import kfp
+
+    return kfp.Client(host=endpoint, namespace=namespace)
+
+
+def _package(args) -> tuple[str, dict]:
+    """The pipeline file to send and the run's arguments (validated against the profile).
+
+    Overrides travel as run arguments, so the UI shows them on the run.
+    """
+    overrides = parse_params(args.param)
+    pipeline_values(args.profile, overrides)
+    if args.pipeline_file:
+        if not os.path.isfile(args.pipeline_file):
+            raise BadInput(f"--pipeline-file {args.pipeline_file}: no such file")
+        return args.pipeline_file, overrides
+    path = os.path.join(tempfile.mkdtemp(prefix="bertja-"), "pipeline.yaml")
+    compile_pipeline(path, args.profile, pipeline_root=args.pipeline_root)
+    return path, overrides
+
+
+def check_cron(cron: str) -> str:
+    """KFP cron expressions have six fields (seconds first): ``0 0 3 1 * *``."""
+    fields = cron.split()
+    if len(fields) != 6:
+        raise BadInput(f"--cron {cron!r}: KFP cron expressions have 6 fields (sec min hour day month weekday), "
+                       f"got {len(fields)}")
+    return cron
+
+
+def submit(args) -> dict:
+    package, arguments = _package(args)
+    client = _client(args.endpoint, args.namespace)
+    run = client.create_run_from_pipeline_package(
+        package, arguments=arguments, run_name=args.run_name or f"bert-japanese-{time.strftime('%Y%m%d-%H%M%S')}",
+        experiment_name=args.experiment, enable_caching=True)
+    return {"run_id": run.run_id, "experiment": args.experiment}
+
+
+def schedule(args) -> dict:
+    check_cron(args.cron)
+    package, arguments = _package(args)
+    client = _client(args.endpoint, args.namespace)
+    experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+    experiment_id = experiment.experiment_id
+    replaced = []
+    token = ""
+    while True:
+        page = client.list_recurring_runs(experiment_id=experiment_id, page_size=100, page_token=token)
+        for rr in page.recurring_runs or []:
+            if rr.display_name == args.name:
+                client.delete_recurring_run(rr.recurring_run_id)
+                replaced.append(rr.recurring_run_id)
+        token = page.next_page_token
+        if not token:
+            break
+    rr = client.create_recurring_run(
+        experiment_id=experiment_id, job_name=args.name, cron_expression=args.cron,
+        max_concurrency=args.max_concurrency, params=arguments, pipeline_package_path=package,
+        enable_caching=True, no_catchup=True)
+    return {"recurring_run_id": rr.recurring_run_id, "name": args.name, "cron": args.cron, "replaced": replaced}
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+def _add_pipeline_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="gcp", choices=list(profiles.PROFILES))
+    p.add_argument("--pipeline-file", help="a compiled pipeline YAML (default: compile the profile now)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
+    p.add_argument("--pipeline-root", help="override the profile's pipeline root (gs://BUCKET/PATH)")
+    p.add_argument("--endpoint", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--namespace", help="KFP namespace (multi-user installs)")
+    p.add_argument("--experiment", required=True)
+
+
+def main(argv: list[str], prog: str, command: str) -> int:
+    p = argparse.ArgumentParser(prog=prog)
+    if command == "compile":
+        p.add_argument("output", help="pipeline YAML to write")
+        p.add_argument("--profile", default="gcp", choices=list(profiles.PROFILES))
+        p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--pipeline-root", help="override the profile's pipeline root")
+        a = p.parse_args(argv)
+        result = compile_pipeline(a.output, a.profile, parse_params(a.param), pipeline_root=a.pipeline_root)
+        print(f"compiled {result['output']} (profile {a.profile}, pipeline root {result['pipeline_root'] or 'default'})")
+        return 0
+    if command == "run":
+        p.add_argument("--local", action="store_true", required=True,
+                       help="run with kfp.local on this machine (to run on a cluster use 'bertja submit')")
+        p.add_argument("--output", default=DEFAULT_LOCAL_OUTPUT, help="where runs, artifacts and the cache go")
+        p.add_argument("--profile", default="local", choices=list(profiles.PROFILES))
+        p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--no-cache", action="store_true")
+        a = p.parse_args(argv)
+        result = run_local(a.output, a.profile, parse_params(a.param), enable_caching=not a.no_cache)
+        print(f"\npipeline finished in {result['seconds']:.1f}s")
+        for m in result["models"]:
+            print(f"Hugging Face model ({m['variant']}): {m['model_dir']}")
+            answers = fill_mask(m["model_dir"])
+            print(f"fill-mask {FILL_MASK_QUERY!r}: " + ", ".join(f"{r['token']} ({r['score']:.3f})" for r in answers))
+        return 0
+    _add_pipeline_source(p)
+    if command == "submit":
+        p.add_argument("--run-name")
+        a = p.parse_args(argv)
+        print(json.dumps(submit(a), indent=2))
+        return 0
+    if command == "schedule":
+        p.add_argument("--cron", required=True, help='6-field cron, e.g. "0 0 3 1 * *" (03:00 on the 1st)')
+        p.add_argument("--name", default="bert-japanese-retrain", help="recurring run name (replaced if it exists)")
+        p.add_argument("--max-concurrency", type=int, default=1)
+        a = p.parse_args(argv)
+        print(json.dumps(schedule(a), indent=2))
+        return 0
+    print(f"unknown command {command}", file=sys.stderr)
+    return 2

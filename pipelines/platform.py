@@ -1,0 +1,25 @@
+"""Applies a profile's Kubernetes settings to a task through kfp-kubernetes."""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+
+from pipelines.profiles import Platform
+
+
+def apply(task, platform: Platform, step_class: str, *, uses_secrets: bool = False):
+    """Resources, timeout, node selector, tolerations (and secrets as env where asked)."""
+    res = platform.resources.get(step_class)
+    if res:
+        task.set_cpu_request(res.cpu).set_cpu_limit(res.cpu)
+        task.set_memory_request(res.memory).set_memory_limit(res.memory)
+        kubernetes.set_timeout(task, res.timeout_s)
+    for key, value in platform.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for t in platform.tolerations:
+        kubernetes.add_toleration(task, key=t.get("key"), operator=t.get("operator", "Equal"),
+                                  value=t.get("value"), effect=t.get("effect"))
+    if uses_secrets:
+        for env, (secret, key) in platform.secret_env.items():
+            kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={key: env})
+    return task

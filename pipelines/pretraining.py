@@ -1,0 +1,209 @@
+"""The bert-japanese DAG, top to bottom in the order of the recipe's README.
+
+resolve sources -> download (Wikipedia CirrusSearch, CC-100, UniDic) -> Wikipedia
+sentences -> merge/split into shards -> tokenizer sample -> alphabet -> WordPiece
+tokenizer -> per model variant: tokenizer, pretraining TFRecords per shard
+(ParallelFor), two-stage training, conversion, evaluation, publishing. Training
+sits inside an ExitHandler whose exit task releases the TPU VMs whatever happens.
+
+``build(profile)`` returns the pipeline function for a profile: the profile's
+platform settings are applied to tasks here, and its parameter values become the
+compiled defaults (``pipelines.commands``). Parameter defaults below are the
+recipe's, read from ``parameters.PipelineParameters``.
+"""
+
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Model
+
+from components.convert.component import convert_model
+from components.corpus.component import sample_corpus, split_corpus, wiki_corpus
+from components.download.component import download_source, resolve_sources
+from components.evaluate.component import evaluate_model
+from components.pretraining_data.component import pretraining_data
+from components.publish.component import publish_model
+from components.tokenizer.component import alphabet, variant_tokenizer, wordpiece_tokenizer
+from components.tpu.component import release_compute
+from components.train.component import train_model
+from pipelines import platform as k8s
+from pipelines.check_component import check_parameters
+from pipelines.parameters import PipelineParameters
+from pipelines.profiles import Profile
+
+PIPELINE_NAME = "bert-japanese-pretraining"
+D = PipelineParameters()
+RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+
+
+def build(profile: Profile):
+    plat = profile.platform
+
+    def on(task, step_class: str = "data", **kw):
+        task = k8s.apply(task, plat, step_class, **kw)
+        return task
+
+    @dsl.pipeline(name="bert-japanese-variant",
+                  description="One model variant: tokenizer, TFRecords per shard, two-stage training, "
+                              "conversion, evaluation, publishing.")
+    def variant_pipeline(
+        variant: str, wordpiece: Model, cc100_shards: Dataset, cc100_names: List[str],
+        wikipedia_shards: Dataset, wikipedia_names: List[str], heldout_names: List[str],
+        stage1_max_seq_length: int, stage1_max_predictions: int, stage1_dupe_factor: int,
+        stage2_max_seq_length: int, stage2_max_predictions: int, stage2_dupe_factor: int,
+        masked_lm_prob: float, short_seq_prob: float, data_seed: int,
+        model_size: str, training_backend: str, stage1_train_steps: int, stage2_train_steps: int,
+        gcp_project: str, gcp_zone: str, tpu_accelerator_type: str, tpu_runtime_version: str, tpu_spot: bool,
+        tpu_price_per_hour: float, release_uri: str, wikipedia_dump_date: str, wikipedia_url: str, cc100_url: str,
+    ) -> Model:
+        tokenizer = on(variant_tokenizer(variant=variant, wordpiece=wordpiece))
+
+        # Stage 1 data: CC-100, seq 128, 19 predictions, dupe 5 (one task per shard).
+        with dsl.ParallelFor(cc100_names, parallelism=profile.data_parallelism, name="cc100-shards") as shard:
+            stage1 = on(pretraining_data(
+                shards=cc100_shards, shard=shard, tokenizer=tokenizer.outputs["tokenizer"],
+                max_seq_length=stage1_max_seq_length, max_predictions=stage1_max_predictions,
+                dupe_factor=stage1_dupe_factor, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
+                base_seed=data_seed))
+        # Stage 2 data: Wikipedia, seq 512, 76 predictions, dupe 30.
+        with dsl.ParallelFor(wikipedia_names, parallelism=profile.data_parallelism, name="wikipedia-shards") as shard:
+            stage2 = on(pretraining_data(
+                shards=wikipedia_shards, shard=shard, tokenizer=tokenizer.outputs["tokenizer"],
+                max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions,
+                dupe_factor=stage2_dupe_factor, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
+                base_seed=data_seed))
+        # Held-out Wikipedia shard, same format as stage 2: masked-LM accuracy on unseen text.
+        with dsl.ParallelFor(heldout_names, name="heldout-shards") as shard:
+            heldout = on(pretraining_data(
+                shards=wikipedia_shards, shard=shard, tokenizer=tokenizer.outputs["tokenizer"],
+                max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions,
+                dupe_factor=1, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
+                base_seed=data_seed))
+
+        # Stage 1 on CC-100, then stage 2 on Wikipedia initialised from stage 1.
+        trained = on(train_model(
+            stage1_examples=dsl.Collected(stage1.outputs["examples"]),
+            stage2_examples=dsl.Collected(stage2.outputs["examples"]),
+            tokenizer=tokenizer.outputs["tokenizer"], variant=variant, model_size=model_size,
+            backend=training_backend, stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
+            run_id=RUN_ID, gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
+            tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_price_per_hour=tpu_price_per_hour),
+            "train")
+        converted = on(convert_model(trained=trained.outputs["model"], tokenizer=tokenizer.outputs["tokenizer"]),
+                       "convert")
+        evaluated = on(evaluate_model(hf_model=converted.outputs["hf_model"],
+                                      heldout=dsl.Collected(heldout.outputs["examples"])), "convert")
+        published = on(publish_model(
+            hf_model=converted.outputs["hf_model"], evaluation=evaluated.outputs["results"],
+            release_uri=release_uri, variant=variant, model_size=model_size,
+            wikipedia_dump_date=wikipedia_dump_date, cc100_url=cc100_url, wikipedia_url=wikipedia_url),
+            "convert", uses_secrets=True)
+        return published.outputs["release"]
+
+    @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=profile.pipeline_root,
+                  description="Tohoku bert-japanese recipe: raw Japanese text to released Japanese BERT models "
+                              f"(profile: {profile.name}).")
+    def bert_japanese(
+        wikipedia_dump_date: str = D.wikipedia_dump_date,
+        cirrus_index_url: str = D.cirrus_index_url,
+        cc100_url: str = D.cc100_url,
+        unidic_url: str = D.unidic_url,
+        mecab_dic: str = D.mecab_dic,
+        min_sentence_length: int = D.min_sentence_length,
+        max_sentence_length: int = D.max_sentence_length,
+        cc100_num_shards: int = D.cc100_num_shards,
+        wikipedia_num_shards: int = D.wikipedia_num_shards,
+        split_seed: int = D.split_seed,
+        tokenizer_sample_lines: int = D.tokenizer_sample_lines,
+        variants: List[str] = D.variants,
+        vocab_size: int = D.vocab_size,
+        limit_alphabet: int = D.limit_alphabet,
+        num_unused_tokens: int = D.num_unused_tokens,
+        min_frequency: int = D.min_frequency,
+        do_lower_case: bool = D.do_lower_case,
+        stage1_max_seq_length: int = D.stage1_max_seq_length,
+        stage1_max_predictions: int = D.stage1_max_predictions,
+        stage1_dupe_factor: int = D.stage1_dupe_factor,
+        stage2_max_seq_length: int = D.stage2_max_seq_length,
+        stage2_max_predictions: int = D.stage2_max_predictions,
+        stage2_dupe_factor: int = D.stage2_dupe_factor,
+        masked_lm_prob: float = D.masked_lm_prob,
+        short_seq_prob: float = D.short_seq_prob,
+        data_seed: int = D.data_seed,
+        model_size: str = D.model_size,
+        training_backend: str = D.training_backend,
+        stage1_train_steps: int = D.stage1_train_steps,
+        stage2_train_steps: int = D.stage2_train_steps,
+        gcp_project: str = D.gcp_project,
+        gcp_zone: str = D.gcp_zone,
+        tpu_accelerator_type: str = D.tpu_accelerator_type,
+        tpu_runtime_version: str = D.tpu_runtime_version,
+        tpu_spot: bool = D.tpu_spot,
+        tpu_price_per_hour: float = D.tpu_price_per_hour,
+        release_uri: str = D.release_uri,
+    ) -> List[Model]:
+        release = on(release_compute(backend=training_backend, run_id=RUN_ID, variants=variants,
+                                     gcp_project=gcp_project, gcp_zone=gcp_zone), "control")
+        with dsl.ExitHandler(release, name="release-training-compute"):
+            # 1. Concrete sources (never cached): the cache key of everything below.
+            checked = on(check_parameters(
+                cc100_num_shards=cc100_num_shards, wikipedia_num_shards=wikipedia_num_shards,
+                tokenizer_sample_lines=tokenizer_sample_lines, variants=variants, vocab_size=vocab_size,
+                limit_alphabet=limit_alphabet, num_unused_tokens=num_unused_tokens, min_frequency=min_frequency,
+                min_sentence_length=min_sentence_length, max_sentence_length=max_sentence_length,
+                stage1_max_seq_length=stage1_max_seq_length, stage1_max_predictions=stage1_max_predictions,
+                stage2_max_seq_length=stage2_max_seq_length, stage2_max_predictions=stage2_max_predictions,
+                stage1_dupe_factor=stage1_dupe_factor, stage2_dupe_factor=stage2_dupe_factor,
+                masked_lm_prob=masked_lm_prob, model_size=model_size, training_backend=training_backend,
+                gcp_project=gcp_project, wikipedia_dump_date=wikipedia_dump_date, release_uri=release_uri),
+                "control")
+            sources = on(resolve_sources(
+                wikipedia_dump_date=wikipedia_dump_date, cirrus_index_url=cirrus_index_url, cc100_url=cc100_url,
+                unidic_url=unidic_url), "control").after(checked)
+            sources.set_caching_options(False)
+            # 2. Downloads, verified against the resolved size/checksum.
+            wiki_dump = on(download_source(url=sources.outputs["wikipedia_url"],
+                                           identity=sources.outputs["wikipedia_identity"], extract_member=""))
+            cc100 = on(download_source(url=sources.outputs["cc100_url"],
+                                       identity=sources.outputs["cc100_identity"], extract_member=""))
+            unidic = on(download_source(url=sources.outputs["unidic_url"],
+                                        identity=sources.outputs["unidic_identity"], extract_member="lex.csv"))
+            # 3. Wikipedia sentences (MeCab), filtered by length.
+            wiki = on(wiki_corpus(wikipedia=wiki_dump.outputs["data"], min_sentence_length=min_sentence_length,
+                                  max_sentence_length=max_sentence_length, mecab_dic=mecab_dic))
+            # 4. Merge/split: CC-100 into 64 shards, Wikipedia into 8 (+1 held out for evaluation).
+            cc100_split = on(split_corpus(source=cc100.outputs["data"], num_files=cc100_num_shards,
+                                          heldout_files=0, seed=split_seed))
+            wiki_split = on(split_corpus(source=wiki.outputs["corpus"], num_files=wikipedia_num_shards,
+                                         heldout_files=1, seed=split_seed))
+            # 5-7. Tokenizer sample, UniDic alphabet, WordPiece tokenizer.
+            sample = on(sample_corpus(shards=wiki_split.outputs["shards"], lines=tokenizer_sample_lines,
+                                      seed=split_seed))
+            chars = on(alphabet(lex=unidic.outputs["data"]))
+            wordpiece = on(wordpiece_tokenizer(
+                sample=sample.outputs["sample"], characters=chars.outputs["characters"], vocab_size=vocab_size,
+                limit_alphabet=limit_alphabet, num_unused_tokens=num_unused_tokens, min_frequency=min_frequency,
+                mecab_dic=mecab_dic, do_lower_case=do_lower_case))
+            # 8-12. Per variant: data, training, conversion, evaluation, publishing.
+            with dsl.ParallelFor(variants, name="variants") as variant:
+                per_variant = variant_pipeline(
+                    variant=variant, wordpiece=wordpiece.outputs["tokenizer"],
+                    cc100_shards=cc100_split.outputs["shards"], cc100_names=cc100_split.outputs["names"],
+                    wikipedia_shards=wiki_split.outputs["shards"], wikipedia_names=wiki_split.outputs["names"],
+                    heldout_names=wiki_split.outputs["heldout_names"],
+                    stage1_max_seq_length=stage1_max_seq_length, stage1_max_predictions=stage1_max_predictions,
+                    stage1_dupe_factor=stage1_dupe_factor, stage2_max_seq_length=stage2_max_seq_length,
+                    stage2_max_predictions=stage2_max_predictions, stage2_dupe_factor=stage2_dupe_factor,
+                    masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, data_seed=data_seed,
+                    model_size=model_size, training_backend=training_backend,
+                    stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
+                    gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
+                    tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot,
+                    tpu_price_per_hour=tpu_price_per_hour, release_uri=release_uri,
+                    wikipedia_dump_date=sources.outputs["wikipedia_dump_date"],
+                    wikipedia_url=sources.outputs["wikipedia_url"], cc100_url=sources.outputs["cc100_url"])
+        return dsl.Collected(per_variant.output)
+
+    return bert_japanese
+

@@ -1,0 +1,118 @@
+"""Run profiles: where and how big, as data. One DAG serves them all.
+
+A profile is parameter defaults (overriding the recipe's in ``parameters.py``),
+a pipeline root, and platform settings applied through ``kfp-kubernetes``. Adding
+a profile means adding a row here, never a code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from components.errors import BadInput
+
+SAMPLE = "package://pipelines/sample_data"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: str
+    memory: str
+    timeout_s: int  # the pod's activeDeadlineSeconds
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Kubernetes settings per class of step (``data``, ``train``, ``convert``, ``control``)."""
+
+    resources: dict[str, Resources] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict] = field(default_factory=list)
+    # env var -> (secret name, key); only names of secrets, never values.
+    secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    parameters: dict
+    pipeline_root: str | None
+    platform: Platform
+    # A gs:// pipeline root must be given (the TPU VM reads TFRecords from the bucket).
+    needs_gcs_root: bool = False
+    # Pretraining-data tasks running at once (ParallelFor parallelism: a compile-time value in KFP).
+    data_parallelism: int = 8
+
+
+_SMALL_DATA = {
+    # The bundled sample corpus (pipelines/sample_data) and a tiny model: minutes on a laptop CPU.
+    "cirrus_index_url": f"{SAMPLE}/cirrussearch",
+    "wikipedia_dump_date": "latest",
+    "cc100_url": f"{SAMPLE}/cc100/ja.txt.xz",
+    "unidic_url": f"{SAMPLE}/unidic/lex.csv",
+    "cc100_num_shards": 2,
+    "wikipedia_num_shards": 2,
+    "tokenizer_sample_lines": 100_000,
+    "variants": ["wordpiece"],
+    "vocab_size": 4000,
+    "limit_alphabet": 3000,
+    "stage1_dupe_factor": 2,
+    "stage2_max_seq_length": 256,
+    "stage2_max_predictions": 38,
+    "stage2_dupe_factor": 2,
+    "model_size": "tiny",
+    "training_backend": "cpu",
+    "stage1_train_steps": 60,
+    "stage2_train_steps": 40,
+}
+
+PROFILES: dict[str, Profile] = {
+    "local": Profile(
+        name="local",
+        description="kfp.local on this machine: bundled sample corpus, tiny model, CPU",
+        parameters=dict(_SMALL_DATA),
+        pipeline_root=None,  # `bertja run --local --output DIR` chooses
+        platform=Platform(),
+        data_parallelism=2,
+    ),
+    "kind": Profile(
+        name="kind",
+        description="KFP standalone on a kind cluster: bundled sample corpus, tiny model, CPU pods",
+        parameters=dict(_SMALL_DATA),
+        pipeline_root=None,  # the cluster's default (MinIO)
+        platform=Platform(resources={
+            "data": Resources(cpu="1", memory="2Gi", timeout_s=3600),
+            "train": Resources(cpu="2", memory="4Gi", timeout_s=3600),
+            "convert": Resources(cpu="1", memory="3Gi", timeout_s=3600),
+            "control": Resources(cpu="500m", memory="512Mi", timeout_s=600),
+        }),
+        data_parallelism=2,
+    ),
+    "gcp": Profile(
+        name="gcp",
+        description="GKE or Vertex AI Pipelines: real dumps, gs:// pipeline root, TPU VM training",
+        parameters={"training_backend": "tpu"},
+        data_parallelism=16,
+        pipeline_root=None,  # required: --pipeline-root gs://BUCKET/PATH
+        needs_gcs_root=True,
+        platform=Platform(
+            resources={
+                # Wikipedia shards at seq 512 are the largest streams; memory stays flat (issue 3).
+                "data": Resources(cpu="4", memory="8Gi", timeout_s=24 * 3600),
+                "train": Resources(cpu="1", memory="2Gi", timeout_s=40 * 24 * 3600),
+                "convert": Resources(cpu="4", memory="16Gi", timeout_s=6 * 3600),
+                "control": Resources(cpu="500m", memory="512Mi", timeout_s=3600),
+            },
+            node_selector={"cloud.google.com/gke-nodepool": "bertja-cpu"},
+            tolerations=[{"key": "bertja/dedicated", "operator": "Equal", "value": "pipelines",
+                          "effect": "NoSchedule"}],
+        ),
+    ),
+}
+
+
+def get(name: str) -> Profile:
+    if name not in PROFILES:
+        raise BadInput(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    return PROFILES[name]
