@@ -1,0 +1,381 @@
+"""Reads TensorFlow checkpoints (the TensorBundle format) without TensorFlow.
+
+A checkpoint ``PREFIX`` is ``PREFIX.index`` plus ``PREFIX.data-SSSSS-of-NNNNN``
+shards. The index is a LevelDB-style SSTable whose keys are variable names and
+whose values are ``BundleEntryProto`` messages (dtype, shape, shard, offset,
+size, masked CRC32C); the empty key holds a ``BundleHeaderProto``. Tensor bytes
+sit raw in the shards. The conversion image then needs neither TensorFlow nor
+its protobuf definitions, and reading works on local paths and ``gs://`` alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import struct
+from dataclasses import dataclass
+
+import google_crc32c
+import numpy as np
+
+from components import storage
+from components.errors import BadInput
+
+TABLE_MAGIC = 0xDB4775248B80FB57
+FOOTER_SIZE = 48  # two BlockHandles padded to 40 bytes + 8-byte magic
+BLOCK_TRAILER_SIZE = 5  # compression type byte + masked CRC32C
+NO_COMPRESSION, SNAPPY_COMPRESSION = 0, 1
+STRING_DTYPE = 7
+
+# tensorflow/core/framework/types.proto DataType -> numpy (little endian)
+NUMPY_DTYPES = {
+    1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i4"), 4: np.dtype("u1"),
+    5: np.dtype("<i2"), 6: np.dtype("i1"), 9: np.dtype("<i8"), 10: np.dtype("?"),
+    17: np.dtype("<u2"), 19: np.dtype("<f2"), 22: np.dtype("<u4"), 23: np.dtype("<u8"),
+    14: np.dtype("<u2"),  # bfloat16: read as bits, widened to float32 below
+}
+BFLOAT16_DTYPE = 14
+LITTLE_ENDIAN = 0
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lives and what it is (a parsed BundleEntryProto)."""
+
+    name: str
+    dtype: int
+    shape: tuple[int, ...]
+    shard_id: int
+    offset: int
+    size: int
+    crc32c: int | None
+    sliced: bool
+
+
+# ---------------------------------------------------------------------------
+# Wire formats: varints, protobuf fields, masked CRC32C, snappy
+# ---------------------------------------------------------------------------
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def proto_fields(buf: bytes) -> list[tuple[int, int | bytes]]:
+    """Decodes protobuf wire format into ``(field_number, value)`` pairs.
+
+    Varints come back as ints, fixed32/64 as ints, length-delimited as bytes.
+    """
+    out: list[tuple[int, int | bytes]] = []
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = struct.unpack_from("<Q", buf, pos)[0], pos + 8
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            value, pos = bytes(buf[pos:pos + n]), pos + n
+            if pos > len(buf):
+                raise ValueError("truncated length-delimited field")
+        elif wire == 5:
+            value, pos = struct.unpack_from("<I", buf, pos)[0], pos + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        out.append((field, value))
+    return out
+
+
+def _signed64(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def unmask_crc(masked: int) -> int:
+    rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+
+
+def snappy_decompress(data: bytes) -> bytes:
+    """Raw (unframed) snappy, as LevelDB tables use it for compressed blocks."""
+    length, pos = _varint(data, 0)
+    out = bytearray()
+    while pos < len(data):
+        tag = data[pos]
+        pos += 1
+        kind = tag & 3
+        if kind == 0:  # literal
+            n = tag >> 2
+            if n >= 60:
+                extra = n - 59
+                n = int.from_bytes(data[pos:pos + extra], "little")
+                pos += extra
+            n += 1
+            if pos + n > len(data):
+                raise ValueError("snappy literal runs past the end")
+            out += data[pos:pos + n]
+            pos += n
+            continue
+        if kind == 1:
+            n = 4 + ((tag >> 2) & 7)
+            offset = ((tag >> 5) << 8) | data[pos]
+            pos += 1
+        else:
+            width = 2 if kind == 2 else 4
+            n = (tag >> 2) + 1
+            offset = int.from_bytes(data[pos:pos + width], "little")
+            pos += width
+        if offset == 0 or offset > len(out):
+            raise ValueError("snappy copy offset out of range")
+        start = len(out) - offset
+        if offset >= n:
+            out += out[start:start + n]
+        else:  # overlapping copy repeats the last `offset` bytes
+            for i in range(n):
+                out.append(out[start + i])
+    if len(out) != length:
+        raise ValueError(f"snappy output is {len(out)} bytes, header says {length}")
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------
+# SSTable
+# ---------------------------------------------------------------------------
+
+def _block_handle(buf: bytes, pos: int) -> tuple[tuple[int, int], int]:
+    offset, pos = _varint(buf, pos)
+    size, pos = _varint(buf, pos)
+    return (offset, size), pos
+
+
+def _read_block(table: bytes, handle: tuple[int, int], where: str) -> bytes:
+    offset, size = handle
+    end = offset + size + BLOCK_TRAILER_SIZE
+    if end > len(table):
+        raise BadInput(f"{where}: block at {offset} runs past the end of the file (truncated?)")
+    contents = table[offset:offset + size]
+    kind = table[offset + size]
+    stored = struct.unpack_from("<I", table, offset + size + 1)[0]
+    if google_crc32c.value(table[offset:offset + size + 1]) != unmask_crc(stored):
+        raise BadInput(f"{where}: checksum mismatch in block at {offset} (corrupt file)")
+    if kind == NO_COMPRESSION:
+        return contents
+    if kind == SNAPPY_COMPRESSION:
+        try:
+            return snappy_decompress(contents)
+        except (ValueError, IndexError) as e:
+            raise BadInput(f"{where}: corrupt snappy block at {offset} ({e})") from e
+    raise BadInput(f"{where}: block at {offset} has unknown compression type {kind}")
+
+
+def _block_entries(block: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    """Key/value pairs of a block; keys are prefix-compressed against the previous key."""
+    if len(block) < 4:
+        raise BadInput(f"{where}: block too short")
+    num_restarts = struct.unpack_from("<I", block, len(block) - 4)[0]
+    limit = len(block) - 4 * (num_restarts + 1)
+    if limit < 0:
+        raise BadInput(f"{where}: bad restart count {num_restarts}")
+    entries, key, pos = [], b"", 0
+    try:
+        while pos < limit:
+            shared, pos = _varint(block, pos)
+            non_shared, pos = _varint(block, pos)
+            value_len, pos = _varint(block, pos)
+            if shared > len(key) or pos + non_shared + value_len > limit:
+                raise ValueError("entry runs past the block")
+            key = key[:shared] + block[pos:pos + non_shared]
+            pos += non_shared
+            entries.append((key, block[pos:pos + value_len]))
+            pos += value_len
+    except ValueError as e:
+        raise BadInput(f"{where}: corrupt block ({e})") from e
+    return entries
+
+
+def sstable_items(table: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    """All key/value pairs of an SSTable held in memory, in key order."""
+    if len(table) < FOOTER_SIZE:
+        raise BadInput(f"{where}: too short for a checkpoint index ({len(table)} bytes)")
+    footer = table[-FOOTER_SIZE:]
+    if struct.unpack_from("<Q", footer, FOOTER_SIZE - 8)[0] != TABLE_MAGIC:
+        raise BadInput(f"{where}: not a TensorFlow checkpoint index (bad magic number)")
+    try:
+        _meta, pos = _block_handle(footer, 0)
+        index_handle, _ = _block_handle(footer, pos)
+    except ValueError as e:
+        raise BadInput(f"{where}: corrupt footer ({e})") from e
+    items = []
+    for _sep, handle_bytes in _block_entries(_read_block(table, index_handle, where), where):
+        try:
+            handle, _ = _block_handle(handle_bytes, 0)
+        except ValueError as e:
+            raise BadInput(f"{where}: corrupt index entry ({e})") from e
+        items.extend(_block_entries(_read_block(table, handle, where), where))
+    return items
+
+
+# ---------------------------------------------------------------------------
+# TensorBundle
+# ---------------------------------------------------------------------------
+
+def _parse_entry(name: str, value: bytes) -> TensorEntry:
+    dtype = shard_id = offset = size = 0
+    crc, shape, sliced = None, (), False
+    for field, v in proto_fields(value):
+        if field == 1:
+            dtype = v
+        elif field == 2:
+            dims = []
+            for f, dim in proto_fields(v):
+                if f == 2:
+                    dims.append(next((_signed64(s) for g, s in proto_fields(dim) if g == 1), 0))
+                elif f == 3 and dim:
+                    raise ValueError("tensor of unknown rank")
+            shape = tuple(dims)
+        elif field == 3:
+            shard_id = v
+        elif field == 4:
+            offset = v
+        elif field == 5:
+            size = v
+        elif field == 6:
+            crc = v
+        elif field == 7:
+            sliced = True
+    return TensorEntry(name, dtype, shape, shard_id, offset, size, crc, sliced)
+
+
+def _split_prefix(checkpoint: str) -> str:
+    """Accepts ``.../ckpt-20``, ``.../ckpt-20.index`` or a model dir with a ``checkpoint`` file."""
+    checkpoint = str(checkpoint).rstrip("/")
+    if checkpoint.endswith(".index"):
+        return checkpoint[: -len(".index")]
+    if storage.exists(checkpoint + ".index"):
+        return checkpoint
+    state = storage.join(checkpoint, "checkpoint")
+    if storage.exists(state):
+        text = storage.read_text(state)
+        m = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', text, re.M)
+        if not m:
+            raise BadInput(f"{state}: no model_checkpoint_path line")
+        name = m.group(1).encode().decode("unicode_escape")
+        prefix = name if (name.startswith("/") or "://" in name) else storage.join(checkpoint, name)
+        if not storage.exists(prefix + ".index"):
+            # A state file written elsewhere may hold an absolute path: fall back to its basename.
+            prefix = storage.join(checkpoint, storage.basename(name))
+            if not storage.exists(prefix + ".index"):
+                raise BadInput(f"{state}: names {name!r}, but {prefix}.index does not exist")
+        return prefix
+    raise BadInput(f"{checkpoint}: no checkpoint here (neither {checkpoint}.index nor "
+                   f"{state} exists)")
+
+
+class TensorBundle:
+    """A checkpoint opened for reading: ``names()``, ``shape(name)``, ``read(name)``."""
+
+    def __init__(self, checkpoint: str):
+        self.prefix = _split_prefix(checkpoint)
+        index_uri = self.prefix + ".index"
+        entries: dict[str, TensorEntry] = {}
+        num_shards = 1
+        for key, value in sstable_items(storage.read_bytes(index_uri), index_uri):
+            name = key.decode("utf-8")
+            try:
+                if name == "":
+                    for field, v in proto_fields(value):
+                        if field == 1:
+                            num_shards = v
+                        elif field == 2 and v != LITTLE_ENDIAN:
+                            raise BadInput(f"{index_uri}: big-endian checkpoints are not supported")
+                    continue
+                entries[name] = _parse_entry(name, value)
+            except ValueError as e:
+                raise BadInput(f"{index_uri}: corrupt entry for {name!r} ({e})") from e
+        self.num_shards = num_shards
+        self.entries = entries
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._entry(name).shape
+
+    def _entry(self, name: str) -> TensorEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise BadInput(f"{self.prefix}: checkpoint has no variable {name!r}") from None
+
+    def shard_uri(self, shard_id: int) -> str:
+        return f"{self.prefix}.data-{shard_id:05d}-of-{self.num_shards:05d}"
+
+    def read_many(self, names: list[str]) -> dict[str, np.ndarray]:
+        """Reads several tensors, one pass per shard in offset order (GCS-friendly)."""
+        wanted = sorted((self._entry(n) for n in names), key=lambda e: (e.shard_id, e.offset))
+        out: dict[str, np.ndarray] = {}
+        shard, stream = None, None
+        with contextlib.ExitStack() as stack:
+            for entry in wanted:
+                if entry.shard_id != shard:
+                    stack.close()
+                    shard = entry.shard_id
+                    stream = stack.enter_context(storage.open_read(self.shard_uri(shard), decompress=False))
+                stream.seek(entry.offset)
+                data = stream.read(entry.size)
+                out[entry.name] = self._decode(entry, data)
+        return out
+
+    def read(self, name: str) -> np.ndarray:
+        return self.read_many([name])[name]
+
+    def _decode(self, entry: TensorEntry, data: bytes) -> np.ndarray:
+        where = f"{self.shard_uri(entry.shard_id)} ({entry.name})"
+        if entry.sliced:
+            raise BadInput(f"{where}: partitioned (sliced) variables are not supported")
+        if len(data) != entry.size:
+            raise BadInput(f"{where}: expected {entry.size} bytes at offset {entry.offset}, "
+                           f"got {len(data)} (truncated shard?)")
+        if entry.dtype == STRING_DTYPE:
+            return self._decode_strings(entry, data, where)
+        if entry.crc32c is not None and google_crc32c.value(data) != unmask_crc(entry.crc32c):
+            raise BadInput(f"{where}: checksum mismatch (corrupt shard)")
+        dtype = NUMPY_DTYPES.get(entry.dtype)
+        if dtype is None:
+            raise BadInput(f"{where}: unsupported dtype enum {entry.dtype}")
+        array = np.frombuffer(data, dtype=dtype)
+        if entry.dtype == BFLOAT16_DTYPE:
+            array = (array.astype(np.uint32) << 16).view(np.float32)
+        count = int(np.prod(entry.shape, dtype=np.int64)) if entry.shape else 1
+        if array.size != count:
+            raise BadInput(f"{where}: {array.size} elements for shape {entry.shape}")
+        return array.reshape(entry.shape).copy()
+
+    @staticmethod
+    def _decode_strings(entry: TensorEntry, data: bytes, where: str) -> np.ndarray:
+        """String tensors: varint lengths, a 4-byte checksum of them, then the bytes."""
+        count = int(np.prod(entry.shape, dtype=np.int64)) if entry.shape else 1
+        try:
+            lengths, pos = [], 0
+            for _ in range(count):
+                n, pos = _varint(data, pos)
+                lengths.append(n)
+            pos += 4
+            values = []
+            for n in lengths:
+                values.append(data[pos:pos + n])
+                pos += n
+        except ValueError as e:
+            raise BadInput(f"{where}: corrupt string tensor ({e})") from e
+        return np.array(values, dtype=object).reshape(entry.shape)

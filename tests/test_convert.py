@@ -1,0 +1,312 @@
+"""Conversion: a tiny BERT trained here with TF Model Garden -> Hugging Face directory.
+
+The checkpoint comes from Model Garden's own ``bert/pretraining`` experiment (the
+``tiny`` training config, a few CPU steps); parity is checked against Model
+Garden's ``BertPretrainerV2`` restored from the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from components import storage
+from components.convert import tensorbundle
+from components.convert.convert import convert_checkpoint
+from components.errors import BadInput
+from components.tokenizer import files as tokenizer_files
+from components.train import configs as train_configs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SENTENCES = os.path.join(REPO, "tests", "data", "ja_sentences.txt")
+VOCAB_CHARS = 300
+TRAIN_STEPS = 4
+
+
+def _char_tokens(n_chars: int) -> list[str]:
+    """A character vocabulary: reserved tokens, then the most frequent characters of the test text."""
+    from collections import Counter
+
+    with open(SENTENCES, encoding="utf-8") as f:
+        counts = Counter(c for line in f for c in line if not c.isspace())
+    return tokenizer_files.reserved_tokens() + [c for c, _n in counts.most_common(n_chars)]
+
+
+def _write_tfrecords(path: str, vocab: dict[str, int], seq_length: int, max_predictions: int, count: int) -> None:
+    """Model Garden v2 features from consecutive real sentences (character ids)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    with open(SENTENCES, encoding="utf-8") as f:
+        lines = [line.strip() for line in f if line.strip()][:count + 1]
+
+    def ids(text):
+        return [vocab.get(c, tokenizer_files.UNK_ID) for c in text]
+
+    def int_feature(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for i in range(count):
+            half = (seq_length - 3) // 2
+            a, b = ids(lines[i])[:half], ids(lines[i + 1])[:half]
+            tokens = [tokenizer_files.CLS_ID, *a, tokenizer_files.SEP_ID, *b, tokenizer_files.SEP_ID]
+            n = len(tokens)
+            positions = sorted(rng.choice(np.arange(1, n - 1), size=min(max_predictions, max(1, n // 7)),
+                                          replace=False))
+            labels = [tokens[p] for p in positions]
+            for p in positions:
+                tokens[p] = tokenizer_files.MASK_ID
+            pad = seq_length - n
+            k = len(positions)
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "input_word_ids": int_feature(tokens + [0] * pad),
+                "input_mask": int_feature([1] * n + [0] * pad),
+                "input_type_ids": int_feature([0] * (len(a) + 2) + [1] * (len(b) + 1) + [0] * pad),
+                "masked_lm_positions": int_feature(list(positions) + [0] * (max_predictions - k)),
+                "masked_lm_ids": int_feature(labels + [0] * (max_predictions - k)),
+                "masked_lm_weights": tf.train.Feature(float_list=tf.train.FloatList(
+                    value=[1.0] * k + [0.0] * (max_predictions - k))),
+                "next_sentence_labels": int_feature([0]),
+            }))
+            writer.write(example.SerializeToString())
+
+
+def _experiment(vocab_size: int, data: str):
+    from official.core import exp_factory
+    from official.nlp.configs import pretraining_experiments  # noqa: F401  (registers bert/pretraining)
+
+    config = exp_factory.get_exp_config(train_configs.EXPERIMENT)
+    config.override(train_configs.experiment_overrides("tiny", 1, vocab_size=vocab_size, train_steps=TRAIN_STEPS),
+                    is_strict=False)
+    config.override({
+        "runtime": {"distribution_strategy": "one_device", "num_gpus": 0},
+        "task": {"train_data": {"input_path": data}, "validation_data": {"input_path": data}},
+        "trainer": {"checkpoint_interval": TRAIN_STEPS // 2, "steps_per_loop": TRAIN_STEPS // 2,
+                    "summary_interval": TRAIN_STEPS // 2, "validation_interval": 10 * TRAIN_STEPS},
+    }, is_strict=False)
+    return config
+
+
+def _model_garden_model(config, prefix: str):
+    """Model Garden's BertPretrainerV2, restored from the checkpoint the way its trainer saved it."""
+    import tensorflow as tf
+    from official.core import task_factory
+
+    model = task_factory.get_task(config.task).build_model()
+    checkpoint = tf.train.Checkpoint(model=model, **model.checkpoint_items)
+    checkpoint.read(prefix).assert_existing_objects_matched().expect_partial()
+    return model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Trains the tiny config for a few steps with Model Garden; returns paths and the experiment."""
+    import tensorflow as tf
+    from official.common import distribute_utils
+    from official.core import task_factory, train_lib
+
+    root = tmp_path_factory.mktemp("trained")
+    tokens = _char_tokens(VOCAB_CHARS)
+    tokenizer_dir = str(root / "tokenizer")
+    tokenizer_files.write_tokenizer_dir(tokenizer_dir, tokens, subword_tokenizer_type="character")
+    stage = train_configs.stage(1)
+    data = str(root / "train.tfrecord.gz")
+    _write_tfrecords(data, {t: i for i, t in enumerate(tokens)}, stage.seq_length,
+                     stage.max_predictions_per_seq, count=40)
+    config = _experiment(len(tokens), data)
+    model_dir = str(root / "model")
+    tf.keras.utils.set_random_seed(1)
+    strategy = distribute_utils.get_distribution_strategy(distribution_strategy="one_device", num_gpus=0)
+    with strategy.scope():
+        task = task_factory.get_task(config.task, logging_dir=model_dir)
+    train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train", params=config,
+                             model_dir=model_dir)
+    description = train_configs.model_description("tiny", vocab_size=len(tokens), stage_number=1,
+                                                  tokenizer={"subword_tokenizer_type": "character"})
+    storage.write_text(os.path.join(model_dir, train_configs.MODEL_DESCRIPTION), json.dumps(description))
+    return {"root": root, "model_dir": model_dir, "tokenizer_dir": tokenizer_dir, "config": config,
+            "data": data, "vocab_size": len(tokens)}
+
+
+@pytest.fixture(scope="module")
+def converted(trained, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("hf") / "model")
+    summary = convert_checkpoint(trained["model_dir"], out, tokenizer_dir=trained["tokenizer_dir"])
+    return {"dir": out, "summary": summary}
+
+
+def _padded_batch(vocab_size: int, seq_length: int):
+    """Three rows of different lengths, padded: exercises the attention mask."""
+    rng = np.random.default_rng(7)
+    lengths = [seq_length, 37, 9]
+    ids = np.zeros((3, seq_length), np.int32)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.integers(15, vocab_size, n)
+        ids[row, 0], ids[row, n - 1] = tokenizer_files.CLS_ID, tokenizer_files.SEP_ID
+        mask[row, :n] = 1
+        types[row, n // 2:n] = 1
+    return ids, mask, types
+
+
+def test_tensorbundle_reads_every_variable_as_tensorflow_does(trained):
+    import tensorflow as tf
+
+    bundle = tensorbundle.TensorBundle(trained["model_dir"])
+    names = [n for n in bundle.names() if n != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    assert [n for n, _shape in tf.train.list_variables(bundle.prefix)] == bundle.names()
+    arrays = bundle.read_many(names)
+    assert any("OPTIMIZER_SLOT" in n for n in names) and arrays["global_step/.ATTRIBUTES/VARIABLE_VALUE"] == TRAIN_STEPS
+    for name in names:
+        expected = tf.train.load_variable(bundle.prefix, name)
+        assert arrays[name].dtype == expected.dtype, name
+        np.testing.assert_array_equal(arrays[name], expected, err_msg=name)
+    graph = bundle.read("_CHECKPOINTABLE_OBJECT_GRAPH").item()
+    assert graph == tf.train.load_variable(bundle.prefix, "_CHECKPOINTABLE_OBJECT_GRAPH")
+
+
+def test_converted_logits_match_model_garden(trained, converted):
+    import tensorflow as tf
+    import torch
+    from transformers import BertForPreTraining
+
+    config = json.loads(storage.read_text(os.path.join(converted["dir"], "config.json")))
+    assert config["architectures"] == ["BertForPreTraining"]
+    assert config["hidden_act"] == "gelu_new"
+    assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (64, 2, trained["vocab_size"])
+
+    seq_length = 48
+    ids, mask, types = _padded_batch(trained["vocab_size"], seq_length)
+    mg_model = _model_garden_model(trained["config"], converted["summary"]["checkpoint"])
+    positions = np.tile(np.arange(seq_length, dtype=np.int32), (ids.shape[0], 1))
+    mg = mg_model({"input_word_ids": tf.constant(ids), "input_mask": tf.constant(mask),
+                   "input_type_ids": tf.constant(types), "masked_lm_positions": tf.constant(positions)},
+                  training=False)
+    hf_model = BertForPreTraining.from_pretrained(converted["dir"]).eval()
+    with torch.no_grad():
+        hf = hf_model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
+                      token_type_ids=torch.tensor(types, dtype=torch.long))
+    mlm_diff = np.abs(hf.prediction_logits.numpy() - mg["mlm_logits"].numpy()).max()
+    nsp_diff = np.abs(hf.seq_relationship_logits.numpy() - mg["next_sentence"].numpy()).max()
+    assert mlm_diff < 1e-4 and nsp_diff < 1e-4, (mlm_diff, nsp_diff)
+    # The logits are not trivially equal (e.g. all zeros): the trained model discriminates.
+    assert np.ptp(hf.prediction_logits.numpy()) > 0.1
+
+
+def test_loads_with_auto_classes_and_answers_fill_mask(converted):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+    tokenizer = AutoTokenizer.from_pretrained(converted["dir"])
+    assert type(tokenizer).__name__ == "BertJapaneseTokenizer"
+    model = AutoModelForMaskedLM.from_pretrained(converted["dir"])
+    fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, top_k=3)
+    answers = fill("私は[MASK]を見た。")
+    assert len(answers) == 3 and all(a["token_str"] and 0 <= a["score"] <= 1 for a in answers)
+    assert sorted(converted["summary"]["tokenizer_files"]) == sorted(
+        [tokenizer_files.VOCAB_FILE, tokenizer_files.TOKENIZER_CONFIG_FILE, tokenizer_files.SPECIAL_TOKENS_MAP_FILE])
+
+
+def test_model_dir_takes_latest_checkpoint_and_a_prefix_picks_one(trained, converted, tmp_path):
+    from safetensors.numpy import load_file
+
+    assert converted["summary"]["checkpoint"].endswith(f"ckpt-{TRAIN_STEPS}")
+    assert converted["summary"]["global_step"] == TRAIN_STEPS
+    earlier = os.path.join(trained["model_dir"], f"ckpt-{TRAIN_STEPS // 2}")
+    summary = convert_checkpoint(earlier, str(tmp_path / "early"), tokenizer_dir=trained["tokenizer_dir"])
+    assert summary["global_step"] == TRAIN_STEPS // 2
+    latest = load_file(os.path.join(converted["dir"], "model.safetensors"))
+    early = load_file(str(tmp_path / "early" / "model.safetensors"))
+    assert latest.keys() == early.keys()
+    assert not np.array_equal(latest["bert.embeddings.word_embeddings.weight"],
+                              early["bert.embeddings.word_embeddings.weight"])
+
+
+def test_reads_and_writes_gcs(trained, converted, gcs):
+    src = storage.join(gcs, "run/model")
+    for path in storage.list_files(trained["model_dir"]):
+        rel = os.path.relpath(path, trained["model_dir"])
+        if rel.startswith("ckpt-") or rel in ("checkpoint", train_configs.MODEL_DESCRIPTION):
+            storage.copy(path, storage.join(src, rel))
+    tokenizer = storage.join(gcs, "run/tokenizer")
+    storage.copy_tree(trained["tokenizer_dir"], tokenizer)
+    out = storage.join(gcs, "run/hf")
+    summary = convert_checkpoint(src, out, tokenizer_dir=tokenizer)
+    assert summary["checkpoint"] == storage.join(src, f"ckpt-{TRAIN_STEPS}")
+    assert storage.read_bytes(storage.join(out, "model.safetensors")) == \
+        storage.read_bytes(os.path.join(converted["dir"], "model.safetensors"))
+    assert storage.exists(storage.join(out, "vocab.txt"))
+
+
+def test_vocab_size_mismatch_is_bad_input(trained, tmp_path):
+    tokens = _char_tokens(VOCAB_CHARS - 10)
+    tokenizer_files.write_tokenizer_dir(str(tmp_path / "tok"), tokens, subword_tokenizer_type="character")
+    with pytest.raises(BadInput, match=rf"{trained['vocab_size']} tokens.*has {len(tokens)}"):
+        convert_checkpoint(trained["model_dir"], str(tmp_path / "out"), tokenizer_dir=str(tmp_path / "tok"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_checkpoint_is_bad_input_from_the_cli(trained, tmp_path):
+    missing = str(tmp_path / "nowhere" / "ckpt-7")
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "convert", missing, str(tmp_path / "out"),
+                           "--tokenizer-dir", trained["tokenizer_dir"]], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert "no checkpoint here" in proc.stderr and missing in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _copy_checkpoint(trained, tmp_path) -> str:
+    prefix = tensorbundle.TensorBundle(trained["model_dir"]).prefix
+    dst = tmp_path / "ckpt"
+    dst.mkdir()
+    for suffix in (".index", ".data-00000-of-00001"):
+        storage.copy(prefix + suffix, str(dst / (os.path.basename(prefix) + suffix)))
+    return str(dst / os.path.basename(prefix))
+
+
+def test_corrupt_index_and_truncated_shard_are_bad_input(trained, tmp_path):
+    prefix = _copy_checkpoint(trained, tmp_path)
+    index = bytearray(open(prefix + ".index", "rb").read())
+    index[100] ^= 0xFF
+    open(prefix + ".index", "wb").write(bytes(index))
+    with pytest.raises(BadInput, match=r"\.index: .*checksum mismatch"):
+        convert_checkpoint(prefix, str(tmp_path / "out"), tokenizer_dir=trained["tokenizer_dir"])
+
+    (tmp_path / "b").mkdir()
+    prefix = _copy_checkpoint(trained, tmp_path / "b")
+    data = prefix + ".data-00000-of-00001"
+    open(data, "r+b").truncate(1000)  # cuts into the first layers
+    with pytest.raises(BadInput, match=r"data-00000-of-00001.*(truncated|checksum)"):
+        convert_checkpoint(prefix, str(tmp_path / "out"), tokenizer_dir=trained["tokenizer_dir"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_description_of_another_model_is_bad_input(trained, tmp_path):
+    prefix = _copy_checkpoint(trained, tmp_path)
+    description = train_configs.model_description("base", vocab_size=trained["vocab_size"], stage_number=1,
+                                                  tokenizer={})
+    storage.write_text(str(tmp_path / "ckpt" / train_configs.MODEL_DESCRIPTION), json.dumps(description))
+    with pytest.raises(BadInput, match=r"bertja_model.json: says hidden_size=768 but the checkpoint has 64"):
+        convert_checkpoint(prefix, str(tmp_path / "out"), tokenizer_dir=trained["tokenizer_dir"])
+
+
+def test_not_a_checkpoint_index_is_bad_input(tmp_path):
+    (tmp_path / "x.index").write_bytes(b"\0" * 100)
+    with pytest.raises(BadInput, match=r"x\.index: not a TensorFlow checkpoint index"):
+        tensorbundle.TensorBundle(str(tmp_path / "x"))
+
+
+def test_snappy_blocks_decode_literals_and_overlapping_copies():
+    # "abcd" as a literal, then a 1-byte-offset copy of length 8 at distance 4 ("abcdabcd"),
+    # then a 2-byte-offset copy of length 3 at distance 2 (overlapping: "cdc").
+    stream = bytes([15]) + bytes([(4 - 1) << 2]) + b"abcd" + bytes([1 | ((8 - 4) << 2), 4]) \
+        + bytes([2 | ((3 - 1) << 2)]) + struct.pack("<H", 2)
+    assert tensorbundle.snappy_decompress(stream) == b"abcdabcdabcdcdc"
+    with pytest.raises(ValueError):
+        tensorbundle.snappy_decompress(bytes([5, 1 | (0 << 2), 9]))  # copy before any output
