@@ -128,6 +128,32 @@ def size(uri: str) -> int:
     return os.path.getsize(local_path(uri))
 
 
+def stat(uri: str) -> dict:
+    """Content identity without reading the data: ``size``, ``mtime`` (ISO 8601 UTC),
+    and for GCS objects ``generation``, ``etag`` and ``md5`` (hex); '' where unknown."""
+    import base64
+    import datetime
+
+    if is_gcs(uri):
+        blob = _blob(uri)
+        try:
+            blob.reload()
+        except Exception as e:  # NotFound and friends
+            if type(e).__name__ == "NotFound":
+                raise BadInput(f"{uri}: no such object") from e
+            raise
+        md5 = base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else ""
+        updated = blob.updated.astimezone(datetime.timezone.utc).isoformat() if blob.updated else ""
+        return {"size": int(blob.size), "mtime": updated, "generation": str(blob.generation or ""),
+                "etag": blob.etag or "", "md5": md5}
+    try:
+        st = os.stat(local_path(uri))
+    except FileNotFoundError as e:
+        raise BadInput(f"{uri}: no such file") from e
+    mtime = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc).isoformat()
+    return {"size": st.st_size, "mtime": mtime, "generation": "", "etag": "", "md5": ""}
+
+
 def list_files(prefix: str) -> list[str]:
     """All files under a directory/prefix, recursively, sorted."""
     if is_gcs(prefix):

@@ -1,0 +1,1 @@
+"""Downloads (resumable, verified) and source resolution for the recipe's inputs."""
