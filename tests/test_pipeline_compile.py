@@ -1,0 +1,174 @@
+"""The compiled pipeline, parsed strictly into the kfp-pipeline-spec protobufs.
+
+What a user relies on when they upload the YAML: the ParallelFor over shards, the
+exit handler that always runs, caching on (but never for source resolution), the
+profile's parameter defaults, and the Kubernetes settings per profile.
+"""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from components.errors import BadInput
+from pipelines import commands, parameters, profiles
+
+
+def compile_to(tmp_path, profile, **kw):
+    out = tmp_path / f"{profile}.yaml"
+    if profiles.get(profile).needs_gcs_root:
+        kw.setdefault("pipeline_root", "gs://bertja-test/root")
+    commands.compile_pipeline(str(out), profile, **kw)
+    docs = list(yaml.safe_load_all(out.read_text()))
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    platform = json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False) \
+        if len(docs) > 1 else None
+    return spec, platform
+
+
+def deployment(spec):
+    return json_format.ParseDict(json_format.MessageToDict(spec.deployment_spec),
+                                 pipeline_spec_pb2.PipelineDeploymentConfig(), ignore_unknown_fields=False)
+
+
+def k8s_configs(platform):
+    out = {}
+    if platform is None:
+        return out
+    executors = json_format.MessageToDict(platform.platforms["kubernetes"].deployment_spec)["executors"]
+    for name, cfg in executors.items():
+        out[name] = json_format.ParseDict(cfg, kubernetes_executor_config_pb2.KubernetesExecutorConfig(),
+                                          ignore_unknown_fields=False)
+    return out
+
+
+def all_tasks(spec):
+    """(component name, task name, task) for every task in every DAG."""
+    dags = [("root", spec.root.dag)] + [(n, c.dag) for n, c in spec.components.items() if c.HasField("dag")]
+    return [(owner, name, task) for owner, dag in dags for name, task in dag.tasks.items()]
+
+
+@pytest.mark.parametrize("profile", list(profiles.PROFILES))
+def test_every_profile_compiles_and_parses_strictly(tmp_path, profile):
+    spec, platform = compile_to(tmp_path, profile)
+    assert spec.pipeline_info.name == "bert-japanese-pretraining"
+    dep = deployment(spec)
+    assert dep.executors, "no executors"
+    # every executor is a lightweight Python component on one of our images
+    for name, ex in dep.executors.items():
+        assert "/bertja-" in ex.container.image, (name, ex.container.image)
+    # defaults are the profile's values over the recipe's
+    defaults = {k: json_format.MessageToDict(v.default_value)
+                for k, v in spec.root.input_definitions.parameters.items()}
+    expected = parameters.merged(base=profiles.get(profile).parameters)
+    for key, value in expected.items():
+        assert defaults[key] == value, key
+    k8s_configs(platform)  # parses strictly
+
+
+def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
+    spec, _ = compile_to(tmp_path, "gcp")
+    root = spec.root.dag.tasks
+    # the exit task runs whatever happened inside the handler, and depends on nothing else
+    release = root["release-compute"]
+    assert release.trigger_policy.strategy == pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.ALL_UPSTREAM_TASKS_COMPLETED
+    assert list(release.dependent_tasks) == ["exit-handler-1"]
+    tasks = all_tasks(spec)
+    names = [t[1] for t in tasks]
+    for step in ("check-parameters", "resolve-sources", "wiki-corpus", "split-corpus", "sample-corpus", "alphabet",
+                 "wordpiece-tokenizer", "variant-tokenizer", "train-model", "convert-model", "evaluate-model",
+                 "publish-model"):
+        assert step in names, step
+    # pretraining data runs per shard inside parameter iterators (ParallelFor), with bounded parallelism
+    loops = {n: c for n, c in spec.components.items() if c.HasField("dag") and n.startswith("comp-for-loop")}
+    shard_loops = []
+    for owner, name, task in tasks:
+        if task.HasField("parameter_iterator"):
+            inner = loops[task.component_ref.name].dag.tasks
+            if any(t.startswith("pretraining-data") for t in inner):
+                shard_loops.append(task)
+    assert len(shard_loops) == 3  # CC-100, Wikipedia, held-out
+    assert {t.iterator_policy.parallelism_limit for t in shard_loops} >= {profiles.get("gcp").data_parallelism}
+    # training consumes the collected outputs of the shard loops
+    train = next(t for _o, n, t in tasks if n == "train-model")
+    for key in ("stage1_examples", "stage2_examples"):
+        assert train.inputs.artifacts[key].task_output_artifact.producer_task.startswith("for-loop"), key
+    # the variants loop wraps the per-variant sub-pipeline
+    assert any(t.HasField("parameter_iterator") and
+               "bert-japanese-variant" in "".join(loops[t.component_ref.name].dag.tasks)
+               for _o, _n, t in tasks if t.component_ref.name in loops)
+    # caching: on for every step but source resolution
+    for _owner, name, task in tasks:
+        if task.component_ref.name in spec.components and spec.components[task.component_ref.name].HasField("dag"):
+            continue
+        expected = name != "resolve-sources"
+        assert task.caching_options.enable_cache is expected, name
+
+
+def test_platform_settings_per_profile(tmp_path):
+    spec, platform = compile_to(tmp_path, "gcp")
+    cfgs = k8s_configs(platform)
+    gcp = profiles.get("gcp").platform
+    train_exec = spec.components["comp-train-model"].executor_label
+    cfg = cfgs[train_exec]
+    assert cfg.active_deadline_seconds == gcp.resources["train"].timeout_s
+    assert dict(cfg.node_selector.labels) == gcp.node_selector
+    assert [t.key for t in cfg.tolerations] == [t["key"] for t in gcp.tolerations]
+    res = deployment(spec).executors[train_exec].container.resources
+    assert res.resource_cpu_limit == gcp.resources["train"].cpu
+    assert res.resource_memory_limit == gcp.resources["train"].memory
+    # local: no Kubernetes settings at all
+    _spec, local_platform = compile_to(tmp_path, "local")
+    assert not k8s_configs(local_platform)
+
+
+def test_secrets_become_env_from_secret_references_only(tmp_path, monkeypatch):
+    import dataclasses
+
+    gcp = profiles.get("gcp")
+    with_secret = dataclasses.replace(gcp, name="gcp-secret", platform=dataclasses.replace(
+        gcp.platform, secret_env={"HF_TOKEN": ("bertja-publish", "hf-token")}))
+    monkeypatch.setitem(profiles.PROFILES, "gcp-secret", with_secret)
+    spec, platform = compile_to(tmp_path, "gcp-secret")
+    cfg = k8s_configs(platform)[spec.components["comp-publish-model"].executor_label]
+    (secret,) = cfg.secret_as_env
+    assert secret.secret_name == "bertja-publish"
+    assert secret.key_to_env[0].env_var == "HF_TOKEN"
+    assert "hf-token" in (tmp_path / "gcp-secret.yaml").read_text()
+
+
+@pytest.mark.parametrize("param,value,fragment", [
+    ("cc100_num_shards", "-1", "cc100_num_shards"),
+    ("variants", "wordpiece,bpe", "variants"),
+    ("vocab_size", "5000", "vocab_size"),
+    ("wikipedia_dump_date", "2023-01-02", "wikipedia_dump_date"),
+    ("model_size", "huge", "model_size"),
+])
+def test_bad_parameters_fail_at_compile_naming_the_parameter(tmp_path, param, value, fragment):
+    with pytest.raises(BadInput, match=fragment):
+        commands.compile_pipeline(str(tmp_path / "x.yaml"), "gcp", commands.parse_params([f"{param}={value}"]),
+                                  pipeline_root="gs://bucket/root")
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_malformed_gcs_root_and_missing_root_fail_from_the_cli(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "pipelines.cli", "compile", str(tmp_path / "p.yaml"), *args],
+                              capture_output=True, text=True)
+    bad = run("--profile", "gcp", "--pipeline-root", "gs://Bad_Bucket/x")
+    assert bad.returncode == 2 and "pipeline_root" in bad.stderr and "Traceback" not in bad.stderr
+    missing = run("--profile", "gcp")
+    assert missing.returncode == 2 and "--pipeline-root" in missing.stderr
+    unknown = run("--profile", "local", "--param", "no_such=1")
+    assert unknown.returncode == 2 and "no_such" in unknown.stderr
+
+
+def test_first_step_rejects_what_a_ui_user_can_type():
+    values = parameters.merged({"training_backend": "tpu", "gcp_project": ""})
+    with pytest.raises(BadInput, match="gcp_project"):
+        parameters.validate(values)
+    parameters.validate(values, for_run=False)  # compiling leaves it to the run form
