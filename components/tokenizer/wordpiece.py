@@ -1,0 +1,248 @@
+"""WordPiece training on MeCab words (recipe step 7).
+
+The recipe trains ``tokenizers``' WordPiece with a Python MeCab callback as its
+pre-tokenizer, which runs single-core under the GIL. Here MeCab runs first, in
+``workers`` processes, and writes one word per line to a local spill file; the
+trainer then reads that file with a pre-tokenizer that only drops the newline.
+The trainer counts the same words either way, so it learns the same vocabulary.
+
+Two things the recipe leaves to hash order we fix, so that a given input always
+gives the same vocabulary: which characters survive ``limit_alphabet`` when
+counts tie (most frequent first, then lowest code point), and the ids of the
+``##`` continuation forms, which break ties between equally frequent merges
+(code-point order: the forms are passed to the trainer ahead of everything).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+
+from components import storage
+from components.errors import BadInput
+from components.mecab import KNOWN_DICTIONARIES, WordSplitter
+from components.progress import Progress
+from components.tokenizer import files
+from components.tokenizer.alphabet import read_alphabet
+
+CHUNK_LINES = 2000  # lines per task sent to a MeCab worker
+
+
+class _ChunkSplitter:
+    """Turns a chunk of lines into one-word-per-line text plus character statistics."""
+
+    def __init__(self, mecab_dic: str, do_lower_case: bool):
+        self.split = WordSplitter(mecab_dic, do_lower_case)
+
+    def __call__(self, lines: list[str]) -> tuple[str, collections.Counter, set[str], int]:
+        words = [w for line in lines for w in self.split(line)]
+        text = "".join(w + "\n" for w in words)
+        chars = collections.Counter(text)
+        del chars["\n"]
+        non_initial = set("".join(w[1:] for w in words))
+        return text, chars, non_initial, len(words)
+
+
+_worker_splitter: _ChunkSplitter | None = None
+
+
+def _init_worker(mecab_dic: str, do_lower_case: bool) -> None:
+    global _worker_splitter
+    _worker_splitter = _ChunkSplitter(mecab_dic, do_lower_case)
+
+
+def _split_in_worker(lines: list[str]):
+    return _worker_splitter(lines)
+
+
+def _chunks(inputs: list[str], progress: Progress) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for uri in inputs:
+        for _lineno, line in storage.iter_lines(uri):
+            chunk.append(line)
+            if len(chunk) == CHUNK_LINES:
+                progress.add(len(chunk))
+                yield chunk
+                chunk = []
+    if chunk:
+        progress.add(len(chunk))
+        yield chunk
+
+
+def _split_chunks(chunks: Iterable[list[str]], mecab_dic: str, do_lower_case: bool, workers: int):
+    """Yields each chunk's split result in input order, with ``workers`` MeCab processes."""
+    if workers <= 1:
+        splitter = _ChunkSplitter(mecab_dic, do_lower_case)
+        yield from map(splitter, chunks)
+        return
+    # spawn: the caller may hold threads (GCS client, tokenizers) that fork would copy mid-state.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(mecab_dic, do_lower_case)) as pool:
+        pending: collections.deque = collections.deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(_split_in_worker, (chunk,)))
+            if len(pending) >= 2 * workers:  # bounded: never reads ahead of the workers
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def choose_alphabet(char_counts: collections.Counter, initial_alphabet: Iterable[str],
+                    limit_alphabet: int | None) -> list[str]:
+    """The trainer's alphabet, in code-point order.
+
+    As ``tokenizers`` does: seen characters plus the initial alphabet, and if
+    that exceeds ``limit_alphabet``, the initial alphabet first, then the most
+    frequent; ties go to the lower code point (``tokenizers`` leaves them to
+    hash order).
+    """
+    initial = set(initial_alphabet)
+    candidates = initial | set(char_counts)
+    if limit_alphabet is not None and len(candidates) > limit_alphabet:
+        ranked = sorted(candidates, key=lambda c: (c not in initial, -char_counts.get(c, 0), ord(c)))
+        candidates = set(ranked[:limit_alphabet])
+    return sorted(candidates)
+
+
+def train_wordpiece(inputs: list[str] | str, output_dir: str, *, vocab_size: int = 32768,
+                    limit_alphabet: int | None = 7012, initial_alphabet: str | None = None,
+                    num_unused: int = files.NUM_UNUSED, min_frequency: int = 2,
+                    mecab_dic: str = files.DEFAULT_MECAB_DIC, do_lower_case: bool = False,
+                    workers: int = 1) -> dict:
+    """Trains a WordPiece vocabulary on MeCab words of ``inputs`` and writes a tokenizer dir.
+
+    ``initial_alphabet`` is the URI of an alphabet file (``bertja alphabet``).
+    Returns statistics: vocabulary size and make-up, lines and words seen,
+    seconds spent splitting and training.
+    """
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not inputs:
+        raise BadInput("inputs: no corpus files given")
+    if mecab_dic not in KNOWN_DICTIONARIES:
+        raise BadInput(f"mecab_dic={mecab_dic!r}: the tokenizer files must name a dictionary "
+                       f"BertJapaneseTokenizer can load, one of {KNOWN_DICTIONARIES}")
+    if min_frequency < 1:
+        raise BadInput(f"min_frequency={min_frequency}: must be >= 1")
+    if limit_alphabet is not None and limit_alphabet < 1:
+        raise BadInput(f"limit_alphabet={limit_alphabet}: must be >= 1 (or None for no limit)")
+    if workers < 1:
+        raise BadInput(f"workers={workers}: must be >= 1")
+    reserved = files.reserved_tokens(num_unused)
+    initial = read_alphabet(initial_alphabet) if initial_alphabet else []
+    least_alphabet = min(len(initial), limit_alphabet or len(initial))
+    if vocab_size < len(reserved) + least_alphabet:
+        raise BadInput(f"vocab_size={vocab_size}: smaller than the {len(reserved)} reserved tokens "
+                       f"+ {least_alphabet} alphabet characters")
+    for uri in inputs:  # fail before hours of MeCab, not after
+        if not storage.exists(uri):
+            raise BadInput(f"{uri}: no such corpus file")
+
+    with tempfile.TemporaryDirectory(prefix="wordpiece-") as tmp:
+        words_path = os.path.join(tmp, "words.txt")
+        start = time.monotonic()
+        progress = Progress("tokenizer: MeCab split", "lines")
+        char_counts: collections.Counter = collections.Counter()
+        non_initial: set[str] = set()
+        n_words = 0
+        with open(words_path, "w", encoding="utf-8", newline="\n") as out:
+            for text, chars, non_init, n in _split_chunks(_chunks(inputs, progress), mecab_dic,
+                                                          do_lower_case, workers):
+                out.write(text)
+                char_counts.update(chars)
+                non_initial |= non_init
+                n_words += n
+        n_lines = progress.count
+        split_s = progress.done()
+        if n_words == 0:
+            raise BadInput(f"{', '.join(inputs)}: empty corpus (no words in {n_lines:,} lines)")
+
+        alphabet = choose_alphabet(char_counts, initial, limit_alphabet)
+        in_alphabet = set(alphabet)
+        continuations = [files.CONTINUATION_PREFIX + c for c in alphabet if c in non_initial]
+        fixed = len(reserved) + len(alphabet) + len(continuations)
+        if vocab_size < len(reserved) + len(alphabet):
+            raise BadInput(f"vocab_size={vocab_size}: smaller than the {len(reserved)} reserved tokens "
+                           f"+ {len(alphabet)} alphabet characters")
+        if vocab_size < fixed:
+            raise BadInput(f"vocab_size={vocab_size}: smaller than the {len(reserved)} reserved tokens "
+                           f"+ {len(alphabet)} alphabet characters + {len(continuations)} '##' "
+                           f"continuation forms this corpus needs ({fixed})")
+
+        train_start = time.monotonic()
+        tokens = _train(words_path, reserved, continuations, alphabet, vocab_size, min_frequency)
+        train_s = time.monotonic() - train_start
+
+    files.write_tokenizer_dir(output_dir, tokens, subword_tokenizer_type="wordpiece",
+                              do_lower_case=do_lower_case, mecab_dic=mecab_dic)
+    storage.write_text(storage.join(output_dir, files.TOKENIZERS_JSON_FILE),
+                       tokenizers_json(tokens, do_lower_case=do_lower_case))
+    return {
+        "vocab_size": len(tokens),
+        "reserved_tokens": len(reserved),
+        "alphabet_size": len(alphabet),
+        "continuation_forms": len(continuations),
+        "merged_tokens": len(tokens) - fixed,
+        "characters_dropped": sum(1 for c in char_counts if c not in in_alphabet),
+        "lines": n_lines,
+        "words": n_words,
+        "split_seconds": round(split_s, 3),
+        "train_seconds": round(train_s, 3),
+        "seconds": round(time.monotonic() - start, 3),
+    }
+
+
+def _train(words_path: str, reserved: list[str], continuations: list[str], alphabet: list[str],
+           vocab_size: int, min_frequency: int) -> list[str]:
+    """Runs the ``tokenizers`` trainer over the one-word-per-line file; returns the vocab layout.
+
+    Layout: reserved tokens, alphabet (code-point order), ``##`` forms (code-point
+    order), then merged tokens in the order the trainer made them.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token=files.UNK_TOKEN))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split("\n", behavior="removed")
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        show_progress=False,
+        special_tokens=reserved + continuations,
+        limit_alphabet=len(alphabet),
+        initial_alphabet=alphabet,
+        continuing_subword_prefix=files.CONTINUATION_PREFIX,
+    )
+    tokenizer.train([words_path], trainer=trainer)
+    by_id = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+    head = set(reserved) | set(alphabet) | set(continuations)
+    merged = [t for t, _i in by_id if t not in head]
+    return reserved + alphabet + continuations + merged
+
+
+def tokenizers_json(tokens: list[str], *, do_lower_case: bool = False) -> str:
+    """A ``tokenizers`` JSON for the vocabulary that takes MeCab words joined by spaces.
+
+    Kept beside the HF files for fast WordPiece over pre-split words; it is not
+    named ``tokenizer.json`` so that ``AutoTokenizer`` loads BertJapaneseTokenizer.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token=files.UNK_TOKEN,
+                                           max_input_chars_per_word=files.MAX_INPUT_CHARS_PER_WORD))
+    steps = [normalizers.NFKC(), normalizers.Strip()]
+    if do_lower_case:
+        steps.append(normalizers.Lowercase())
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.decoder = decoders.WordPiece(prefix=files.CONTINUATION_PREFIX)
+    cls, sep = files.CLS_TOKEN, files.SEP_TOKEN
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, files.CLS_ID), (sep, files.SEP_ID)])
+    tokenizer.add_special_tokens(list(files.SPECIAL_TOKENS))
+    return json.dumps(json.loads(tokenizer.to_str()), ensure_ascii=False, indent=1) + "\n"
