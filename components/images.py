@@ -35,3 +35,35 @@ def image(key: str, registry: str | None = None, tag: str | None = None) -> str:
     registry = registry or os.environ.get("BERTJA_IMAGE_REGISTRY") or REGISTRY
     tag = tag or os.environ.get("BERTJA_IMAGE_TAG") or version()
     return f"{registry.rstrip('/')}/{IMAGES[key][0]}:{tag}"
+
+
+def dockerfile(key: str) -> str:
+    """Dockerfile for ``key``, relative to the repository root (the build context)."""
+    if key not in IMAGES:
+        raise KeyError(f"unknown image {key!r}; known: {', '.join(IMAGES)}")
+    return f"images/{IMAGES[key][2]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m components.images``: one ``KEY REFERENCE DOCKERFILE`` line per image.
+
+    The Makefile and ``deploy/kind.sh`` read this instead of repeating names and tags;
+    ``--version`` prints only the version (the images' LABEL and the chart's tag).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m components.images", description=main.__doc__)
+    parser.add_argument("--registry", help=f"default: $BERTJA_IMAGE_REGISTRY or {REGISTRY}")
+    parser.add_argument("--tag", help="default: $BERTJA_IMAGE_TAG or the package version")
+    parser.add_argument("--version", action="store_true", help="print the package version only")
+    args = parser.parse_args(argv)
+    if args.version:
+        print(version())
+        return 0
+    for key in IMAGES:
+        print(key, image(key, registry=args.registry, tag=args.tag), dockerfile(key))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

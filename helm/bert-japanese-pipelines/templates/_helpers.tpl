@@ -1,0 +1,124 @@
+{{/* Names and labels shared by every manifest. */}}
+{{- define "bertja.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "bertja.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "bertja.serviceAccountName" -}}
+{{- default (include "bertja.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* Full reference of one runtime image: (dict "key" "data" "root" $). */}}
+{{- define "bertja.image" -}}
+{{- $v := .root.Values.image -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" $v.registry) (index $v.repositories .key) $v.tag -}}
+{{- end -}}
+
+{{/* pipeline_root: explicit, else derived from the bucket, else the cluster's default. */}}
+{{- define "bertja.pipelineRoot" -}}
+{{- if .Values.pipeline.root -}}
+{{- .Values.pipeline.root -}}
+{{- else if .Values.gcs -}}
+{{- printf "gs://%s/bert-japanese/pipeline-root" .Values.gcs.bucket -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Checks across values that a JSON schema cannot state clearly. */}}
+{{- define "bertja.validate" -}}
+{{- if and (eq .Values.pipeline.profile "gcp") (not (hasPrefix "gs://" (include "bertja.pipelineRoot" .))) -}}
+{{- fail "pipeline.profile gcp needs a gs:// pipeline root: set gcs.bucket (or pipeline.root to gs://...)" -}}
+{{- end -}}
+{{- if and .Values.pipeline.useChartServiceAccount (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
+{{- fail "pipeline.useChartServiceAccount with serviceAccount.create=false needs serviceAccount.name (an existing service account)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* One container argument from values: quoted, and "$" doubled so Kubernetes never expands
+"$(VAR)" inside it. */}}
+{{- define "bertja.arg" -}}
+{{- . | toString | replace "$" "$$" | quote -}}
+{{- end -}}
+
+{{/* --param NAME=VALUE arguments, one list item each (no shell involved). */}}
+{{- define "bertja.paramArgs" -}}
+{{- $root := include "bertja.pipelineRoot" . -}}
+{{- if $root }}
+- --param
+- {{ include "bertja.arg" (printf "pipeline_root=%s" $root) }}
+{{- end }}
+{{- range $name, $value := .Values.pipeline.parameters }}
+- --param
+- {{ include "bertja.arg" (printf "%s=%s" $name $value) }}
+{{- end }}
+{{- end -}}
+
+{{/* One hook container: (dict "name" N "args" LIST-YAML "root" $). */}}
+{{- define "bertja.hookContainer" -}}
+- name: {{ .name }}
+  image: {{ include "bertja.image" (dict "key" "data" "root" .root) }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  command: ["bertja"]
+  args:
+{{ .args | indent 4 }}
+  env:
+{{- /* compile reads these: the pipeline's components use the chart's images. */}}
+{{- range $var := list "BERTJA_IMAGE_REGISTRY" "BERTJA_IMAGE_TAG" }}
+    - name: {{ $var }}
+      valueFrom:
+        configMapKeyRef:
+          name: {{ include "bertja.fullname" $.root }}-defaults
+          key: {{ $var }}
+{{- end }}
+  resources:
+{{ toYaml .root.Values.hookJob.resources | indent 4 }}
+  securityContext:
+{{ toYaml .root.Values.securityContext | indent 4 }}
+  volumeMounts:
+    - {name: work, mountPath: /work}
+    - {name: tmp, mountPath: /tmp}
+{{- if .root.Values.kfp.multiUser }}
+    - {name: kfp-token, mountPath: /var/run/secrets/kubeflow/pipelines, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* Argument list (YAML) for one hook action: compile | schedule | submit. */}}
+{{- define "bertja.hookArgs" -}}
+{{- $v := .root.Values -}}
+- {{ .action }}
+{{- if eq .action "compile" }}
+- /work/pipeline.yaml
+- --profile
+- {{ include "bertja.arg" $v.pipeline.profile }}
+{{- else }}
+- --endpoint
+- {{ include "bertja.arg" $v.kfp.endpoint }}
+- --experiment
+- {{ include "bertja.arg" $v.pipeline.experiment }}
+- --pipeline-file
+- /work/pipeline.yaml
+{{- if $v.pipeline.useChartServiceAccount }}
+- --service-account
+- {{ include "bertja.arg" (include "bertja.serviceAccountName" .root) }}
+{{- end }}
+{{- end }}
+{{- if eq .action "schedule" }}
+- --name
+- {{ include "bertja.arg" $v.schedule.name }}
+- --cron
+- {{ include "bertja.arg" $v.schedule.cron }}
+- --max-concurrency
+- {{ $v.schedule.maxConcurrency | default 1 | quote }}
+{{- end }}
+{{- include "bertja.paramArgs" .root }}
+{{- end -}}

@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# bertja-train: TF Model Garden BERT trainer (CPU profile)
+# Build from the repository root (names, tags and the version come from components/images.py):
+#   make images        or   deploy/kind.sh build
+# Two stages: the build stage resolves pinned wheels into a virtual environment; the final
+# stage gets only that environment, a non-root user and no pip, compilers or caches.
+
+FROM python:3.11.14-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv --without-pip /opt/bertja
+COPY images/constraints.txt pyproject.toml README.md ./
+COPY components ./components
+COPY pipelines ./pipelines
+RUN pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt ".[pipeline,train]"
+
+FROM python:3.11.14-slim-bookworm
+ARG BERTJA_VERSION
+LABEL org.opencontainers.image.title="bertja-train" \
+      org.opencontainers.image.description="TF Model Garden BERT trainer (CPU profile)" \
+      org.opencontainers.image.version="${BERTJA_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# The version label is the release contract: refuse to build without it.
+RUN test -n "${BERTJA_VERSION}" \
+ && groupadd --gid 10001 bertja \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin bertja
+COPY --from=build /opt/bertja /opt/bertja
+# HOME and caches live in /tmp so the root filesystem can be mounted read-only (an emptyDir at /tmp).
+ENV PATH=/opt/bertja/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    BERTJA_VERSION=${BERTJA_VERSION} \
+    TF_CPP_MIN_LOG_LEVEL=1
+USER 10001:10001
+WORKDIR /tmp
+CMD ["bertja", "--help"]
