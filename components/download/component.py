@@ -26,7 +26,8 @@ def resolve_sources(
     import json
     from collections import namedtuple
 
-    from components.download.sources import identity_of, resolve_sources as resolve
+    from components.download.identity import identity_of
+    from components.download.sources import resolve_sources as resolve
     s = resolve(wikipedia_dump_date=wikipedia_dump_date, cirrus_index_url=cirrus_index_url,
                 cc100_url=cc100_url, unidic_url=unidic_url)
     print(json.dumps(s, indent=2, sort_keys=True))
@@ -43,18 +44,16 @@ def download_source(url: str, identity: str, extract_member: str, data: Output[D
     ``extract_member`` (e.g. ``lex.csv``) pulls one file out of a .zip source.
     """
     from components import artifacts, storage
-    from components.download.core import download, extract_member as extract, verification_of
+    from components.download.core import download, download_member
+    from components.download.identity import verification_of
 
     root = artifacts.data_root(data.uri, data.path)
     name = storage.basename(url)
-    target = storage.join(root, name)
-    result = download(url, target, **verification_of(identity))
-    files = [name]
     if extract_member and not name.endswith(extract_member):
-        member = storage.basename(extract_member)
-        extract(target, extract_member, storage.join(root, member))
-        storage.remove(target)
-        files = [member]
-    artifacts.write_manifest(data.path, {"source_url": url, "identity": identity, "files": files,
+        name = storage.basename(extract_member)
+        result = download_member(url, extract_member, storage.join(root, name), **verification_of(identity))
+    else:
+        result = download(url, storage.join(root, name), **verification_of(identity))
+    artifacts.write_manifest(data.path, {"source_url": url, "identity": identity, "files": [name],
                                          "size": result.get("size"), "sha256": result.get("sha256")})
-    data.metadata.update({"source_url": url, "files": files})
+    data.metadata.update({"source_url": url, "files": [name]})
