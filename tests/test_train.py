@@ -1,0 +1,203 @@
+"""``bertja train``: a tiny BERT trained for a handful of steps with the real Model Garden trainer.
+
+Data are Model Garden v2 TFRecords written with tf.train.Example (as ``bertja pretraining-data``
+writes them); the tokenizer dir is written by components/tokenizer/files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from components import storage
+from components.errors import BadInput
+from components.tokenizer import files as tokenizer_files
+from components.train import configs, status, trainer
+
+VOCAB_SIZE = 120
+WORD_EMBEDDINGS = "masked_lm/embedding_table/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def write_pretraining_records(path: str, *, count: int, seq_length: int, max_predictions: int,
+                              vocab_size: int = VOCAB_SIZE, seed: int = 0) -> str:
+    """GZIP TFRecords of plausible masked-LM instances with Model Garden v2 feature names."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for _ in range(count):
+            used = int(rng.integers(seq_length // 2, seq_length + 1))
+            ids = np.zeros(seq_length, np.int64)
+            ids[:used] = rng.integers(15, vocab_size, used)
+            ids[0], ids[used - 1] = tokenizer_files.CLS_ID, tokenizer_files.SEP_ID
+            k = min(max_predictions, max(1, round(used * 0.15)))
+            positions = np.sort(rng.choice(np.arange(1, used - 1), k, replace=False))
+            padded = lambda v, n: np.concatenate([v, np.zeros(n - len(v), v.dtype)])  # noqa: E731
+            feature = {
+                "input_word_ids": ids,
+                "input_mask": (np.arange(seq_length) < used).astype(np.int64),
+                "input_type_ids": ((np.arange(seq_length) >= used // 2) & (np.arange(seq_length) < used)).astype(np.int64),
+                "masked_lm_positions": padded(positions, max_predictions),
+                "masked_lm_ids": padded(ids[positions], max_predictions),
+                "next_sentence_labels": [int(rng.integers(0, 2))],
+            }
+            example = {k: ints(v) for k, v in feature.items()}
+            example["masked_lm_weights"] = tf.train.Feature(float_list=tf.train.FloatList(
+                value=[1.0] * k + [0.0] * (max_predictions - k)))
+            ids[positions] = tokenizer_files.MASK_ID
+            example["input_word_ids"] = ints(ids)
+            writer.write(tf.train.Example(features=tf.train.Features(feature=example)).SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A tokenizer dir and stage 1/2 data shared by the tests in this file."""
+    root = tmp_path_factory.mktemp("train")
+    tokens = tokenizer_files.reserved_tokens() + [chr(0x3042 + i) for i in range(VOCAB_SIZE - 15)]
+    tokenizer_files.write_tokenizer_dir(str(root / "tok"), tokens, subword_tokenizer_type="character")
+    (root / "stage1").mkdir()
+    (root / "stage2").mkdir()
+    for i in range(2):
+        write_pretraining_records(str(root / "stage1" / f"data_{i}.tfrecord.gz"), count=32,
+                                  seq_length=128, max_predictions=19, seed=i)
+    write_pretraining_records(str(root / "stage2" / "data_0.tfrecord.gz"), count=8, seq_length=512,
+                              max_predictions=76, seed=7)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stage1(work):
+    """A tiny stage 1 model trained for 4 steps through the ``bertja train`` command."""
+    model_dir = work / "model_stage1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "train", "--config", "tiny", "--stage", "1",
+         "--data", str(work / "stage1" / "*.tfrecord.gz"), "--model-dir", str(model_dir),
+         "--tokenizer-dir", str(work / "tok"), "--train-steps", "4"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return model_dir, json.loads(proc.stdout), proc.stderr
+
+
+def _variable(checkpoint: str, name: str = WORD_EMBEDDINGS) -> np.ndarray:
+    import tensorflow as tf
+
+    return tf.train.load_checkpoint(checkpoint).get_tensor(name)
+
+
+def test_cli_trains_stage1_and_leaves_checkpoint_status_and_description(stage1):
+    model_dir, result, stderr = stage1
+    assert result["step"] == 4 and result["stage"] == 1 and result["config"] == "tiny"
+    assert result["resumed_from"] is None
+    assert np.isfinite(result["loss"]) and result["loss"] > 0
+    assert 0.0 <= result["masked_lm_accuracy"] <= 1.0
+    assert result["steps_per_sec"] > 0 and result["examples_per_sec"] == pytest.approx(result["steps_per_sec"] * 16)
+    assert result["checkpoint"] == str(model_dir / "ckpt-4")
+    assert trainer.latest_checkpoint(str(model_dir)) == result["checkpoint"]
+    assert "stage 1: step 4/4 loss" in stderr  # progress line
+
+    state = status.read(str(model_dir))
+    assert state["failed"] is None
+    assert state["complete"]["step"] == 4 and state["complete"]["checkpoint"] == result["checkpoint"]
+    assert state["heartbeat"]["step"] == 4 and state["heartbeat"]["train_steps"] == 4
+
+    description = json.loads((model_dir / configs.MODEL_DESCRIPTION).read_text())
+    assert description["vocab_size"] == VOCAB_SIZE
+    assert (description["hidden_size"], description["num_hidden_layers"], description["num_attention_heads"]) == (64, 2, 2)
+    assert description["hidden_act"] == "gelu_new"
+    assert description["tokenizer"]["subword_tokenizer_type"] == "character"
+    # The embedding table in the checkpoint has the shape the description promises.
+    assert _variable(result["checkpoint"]).shape == (VOCAB_SIZE, 64)
+    assert "seq_length: 128" in (model_dir / "params.yaml").read_text()
+
+
+def test_stage2_starts_from_stage1_weights(work, stage1):
+    model_dir, stage1_result, _ = stage1
+    result = trainer.train(config="tiny", stage=2, data=str(work / "stage2" / "*.gz"),
+                           model_dir=str(work / "model_stage2"), tokenizer_dir=str(work / "tok"),
+                           init_checkpoint=str(model_dir), train_steps=1)
+    assert result["init_checkpoint"] == stage1_result["checkpoint"]
+    before = _variable(stage1_result["checkpoint"])
+    after = _variable(result["checkpoint"])
+    # One optimizer step moves weights by about the learning rate; a fresh init differs by ~0.02.
+    assert np.abs(after - before).max() < 2e-3
+    assert np.abs(before).mean() > 5e-3
+
+
+def test_a_restart_resumes_from_the_latest_checkpoint(work, stage1, caplog):
+    model_dir = work / "model_resume"
+    shutil.copytree(stage1[0], model_dir)
+    with caplog.at_level(logging.INFO, logger="bertja.train"):
+        result = trainer.train(config="tiny", stage=1, data=str(work / "stage1" / "*.gz"), model_dir=str(model_dir),
+                               tokenizer_dir=str(work / "tok"), train_steps=6,
+                               init_checkpoint=str(work / "does-not-matter-on-resume"),
+                               overrides=["trainer.steps_per_loop=1", "trainer.summary_interval=1"])
+    progress = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
+    assert progress[0].startswith("stage 1: step 5/6"), progress  # continued at step 4, not from 0
+    assert result["resumed_from"] == str(model_dir / "ckpt-4") and result["step"] == 6
+    assert trainer.latest_checkpoint(str(model_dir)) == str(model_dir / "ckpt-6")
+    assert status.read(str(model_dir))["complete"]["step"] == 6
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(config="huge"), "--config 'huge'"),
+    (dict(data="{work}/nothing/*.gz"), "matches no file"),
+    (dict(tokenizer_dir="{work}/stage1"), "no vocab.txt"),
+    (dict(stage=2), "input_word_ids has length 128 but this stage's seq_length is 512"),
+    (dict(override=["trainer.no_such_key=1"]), "--override 'trainer.no_such_key=1'"),
+    (dict(override=["task.train_data.max_predictions_per_seq=20"]), "max_predictions_per_seq is 20"),
+    (dict(init_checkpoint="{work}/stage2"), "--init-checkpoint"),
+])
+def test_bad_input_fails_before_training_and_leaves_failed_json(work, change, message):
+    args = dict(config="tiny", stage=1, data="{work}/stage1/*.gz", tokenizer_dir="{work}/tok", override=[])
+    args.update(change)
+    args = {k: v.format(work=work) if isinstance(v, str) else v for k, v in args.items()}
+    model_dir = work / f"model_bad_{abs(hash(message))}"
+    with pytest.raises(BadInput, match=message.replace("(", r"\(").replace("?", r"\?")):
+        trainer.train(model_dir=str(model_dir), train_steps=2, overrides=args.pop("override"), **args)
+    assert trainer.latest_checkpoint(str(model_dir)) is None  # no training step ran
+    failed = status.read(str(model_dir))["failed"]
+    assert failed and "BadInput" in failed["error"]
+
+
+def test_data_from_another_tokenizer_is_bad_input(work, tmp_path):
+    path = write_pretraining_records(str(tmp_path / "big.tfrecord.gz"), count=2, seq_length=128, max_predictions=19,
+                                     vocab_size=32768)
+    with pytest.raises(BadInput, match="outside the tokenizer's vocabulary of 120"):
+        trainer.check_data(path, seq_length=128, max_predictions_per_seq=19, vocab_size=VOCAB_SIZE)
+
+
+def test_cli_reports_bad_input_without_traceback(work, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "train", "--config", "tiny", "--stage", "1",
+         "--data", str(work / "stage1" / "*.gz"), "--model-dir", str(tmp_path / "m"),
+         "--tokenizer-dir", str(tmp_path / "no-tokenizer")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "bertja train: error: --tokenizer-dir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_checks_and_checkpoint_lookup_work_on_gcs(work, stage1, gcs):
+    """What the trainer reads through storage (data check, checkpoint state) also reads gs://."""
+    data = f"{gcs}/train-data/stage1.tfrecord.gz"
+    storage.copy(str(work / "stage1" / "data_0.tfrecord.gz"), data)
+    lengths = trainer.check_data(data, seq_length=128, max_predictions_per_seq=19, vocab_size=VOCAB_SIZE)
+    assert lengths["input_word_ids"] == 128 and lengths["masked_lm_ids"] == 19
+    with pytest.raises(BadInput, match="seq_length is 512"):
+        trainer.check_data(data, seq_length=512, max_predictions_per_seq=76, vocab_size=VOCAB_SIZE)
+
+    model_dir = f"{gcs}/models/stage1"
+    assert trainer.latest_checkpoint(model_dir) is None
+    storage.copy_tree(str(stage1[0]), model_dir)
+    assert trainer.latest_checkpoint(model_dir) == f"{model_dir}/ckpt-4"
+    assert trainer.checkpoint_step(trainer.latest_checkpoint(model_dir)) == 4
