@@ -108,8 +108,14 @@ def test_local_directory_index_with_file_uris(tmp_path):
                           unidic_url=str(tmp_path / "unidic.zip"))
     assert got["wikipedia_dump_date"] == "20230102"
     assert got["wikipedia_url"] == f"file://{index}/20230102/{_content('20230102')}"
-    assert got["wikipedia_size"] == len(WIKI) and got["wikipedia_last_modified"].startswith("20")
+    assert got["wikipedia_size"] == len(WIKI) and got["wikipedia_md5"] == hashlib.md5(WIKI).hexdigest()
     assert got["cc100_size"] == 2 and got["unidic_size"] == 3
+    os.utime(tmp_path / "ja.txt.xz", (0, 0))  # a fresh checkout: new mtime, same bytes
+    again = {"cirrus_index_url": f"file://{index}", "cc100_url": f"file://{tmp_path}/ja.txt.xz",
+             "unidic_url": str(tmp_path / "unidic.zip")}
+    assert resolve_sources(**again) == got
+    (tmp_path / "ja.txt.xz").write_bytes(b"CC")
+    assert resolve_sources(**again)["cc100_md5"] != got["cc100_md5"]
 
     with pytest.raises(BadInput, match=r"'20230110'.*available: 20221201, 20230102, 20230109$"):
         resolve_sources(wikipedia_dump_date="20230110", cirrus_index_url=str(index),

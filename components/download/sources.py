@@ -9,6 +9,7 @@ download steps inputs that change exactly when new data appears.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import re
 import sys
@@ -35,6 +36,7 @@ UNIDIC_URL = "https://ccd.ninjal.ac.jp/unidic_archive/cwj/2.1.2/unidic-mecab-2.1
 LATEST = "latest"
 HTTP_TRIES = 4
 TIMEOUT_S = 60.0
+LOCAL_MD5_MAX_BYTES = 64 << 20
 
 
 def cirrus_file_name(lang: str, date: str) -> str:
@@ -49,8 +51,9 @@ def resolve_sources(*, wikipedia_dump_date: str = LATEST, cirrus_index_url: str 
 
     ``cc100_url`` defaults to the public CC-100 file for ``lang``. Each source
     ``S`` in (wikipedia, cc100, unidic) gets ``S_url``, ``S_size``, ``S_etag``,
-    ``S_last_modified`` and ``S_md5`` ('' where the host gives none; for local
-    files ``S_last_modified`` is the mtime, for GCS objects it is the update time).
+    ``S_last_modified`` and ``S_md5`` ('' where the host gives none, size -1 when
+    an HTTP host gives no length). GCS objects give their ETag, update time and
+    MD5; local files up to 64 MiB their MD5, larger ones their mtime.
     """
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", lang or ""):
         raise BadInput(f"lang={lang!r}: expected a wiki language code such as 'ja'")
@@ -184,8 +187,20 @@ def content_identity(url: str, *, param: str = "url",
     if not storage.exists(url):
         raise BadInput(f"{param}={url!r}: no such file or object")
     info = storage.stat(url)
+    if not storage.is_gcs(url) and info["size"] <= LOCAL_MD5_MAX_BYTES:
+        # A small local file (the bundled corpus) is named by its content, so a
+        # fresh checkout with new mtimes still hits the cache.
+        return {"size": info["size"], "etag": "", "last_modified": "", "md5": _md5_of(url)}
     return {"size": info["size"], "etag": info["etag"], "last_modified": info["mtime"],
             "md5": info["md5"]}
+
+
+def _md5_of(uri: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with storage.open_read(uri, decompress=False) as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _http(session: requests.Session, method: str, url: str, param: str, *,
