@@ -1,0 +1,45 @@
+"""``bertja pretraining-data INPUT OUTPUT --vocab-dir DIR``: one shard -> GZIP TFRecords."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from components.pretraining_data.create import SHUFFLE_BUFFER, create_pretraining_data, summary_uri
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=(
+        "Whole-word-masking BERT pretraining instances (masked LM + next sentence) for one corpus "
+        "shard, as GZIP TFRecords with Model Garden's v2 feature names. Writes STEM.summary.json "
+        "beside OUTPUT."))
+    p.add_argument("input", metavar="INPUT", help="shard: sentence per line, blank line between documents "
+                   "(plain, .gz or .xz; local path, file:// or gs://)")
+    p.add_argument("output", metavar="OUTPUT", help="a .tfrecord.gz path, or with --num-output-files K > 1 "
+                   "a prefix: STEM-0000i-of-0000K.tfrecord.gz")
+    p.add_argument("--vocab-dir", required=True, help="tokenizer directory (vocab.txt, tokenizer_config.json)")
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--max-predictions", type=int, default=19, help="masked LM predictions per instance")
+    p.add_argument("--dupe-factor", type=int, default=5, help="passes over the documents (different masks)")
+    p.add_argument("--masked-lm-prob", type=float, default=0.15)
+    p.add_argument("--short-seq-prob", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--do-lower-case", action=argparse.BooleanOptionalAction, default=None,
+                   help="lowercase text (default: the vocab dir's tokenizer_config.json)")
+    p.add_argument("--workers", type=int, default=1, help="processes (output is the same for any number)")
+    p.add_argument("--num-output-files", type=int, default=1)
+    p.add_argument("--shuffle-buffer", type=int, default=SHUFFLE_BUFFER,
+                   help="records mixed across neighbouring documents before writing")
+    return p
+
+
+def main(argv: list[str], prog: str = "bertja pretraining-data") -> int:
+    args = build_parser(prog).parse_args(argv)
+    summary = create_pretraining_data(
+        args.input, args.output, args.vocab_dir, max_seq_length=args.max_seq_length,
+        max_predictions=args.max_predictions, dupe_factor=args.dupe_factor,
+        masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob, seed=args.seed,
+        do_lower_case=args.do_lower_case, workers=args.workers, num_output_files=args.num_output_files,
+        shuffle_buffer=args.shuffle_buffer)
+    print(json.dumps({**summary, "summary": summary_uri(args.output)}, ensure_ascii=False, indent=2))
+    return 0

@@ -1,0 +1,188 @@
+"""The step: one corpus shard -> GZIP TFRecords of masked-LM/NSP instances + a summary.
+
+Streaming: documents are tokenized into flat arrays (``documents``), then for
+each of ``dupe_factor`` passes the documents are visited in a fresh random
+order, in blocks; each block's instances are made, masked and serialized (in
+worker processes when ``workers`` > 1) and written at once. Instances are never
+all in memory; a bounded buffer mixes records from neighbouring blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+import time
+from contextlib import ExitStack
+
+import numpy as np
+
+from components import storage
+from components.errors import BadInput
+from components.pretraining_data import instances, tfrecord
+from components.pretraining_data.documents import Documents, read_documents
+from components.pretraining_data.parallel import ordered_map
+from components.pretraining_data.tokenization import load_tokenizer
+from components.progress import Progress
+
+BLOCK_DOCUMENTS = 64      # documents per unit of work (fixed: output must not depend on workers)
+SHUFFLE_BUFFER = 10_000   # records mixed across blocks before writing
+TFRECORD_SUFFIX = ".tfrecord.gz"
+SUMMARY_SUFFIX = ".summary.json"
+
+
+def shard_seed(base_seed: int, shard: int | str) -> int:
+    """A per-shard seed from one base seed and the shard's index or name (stable across runs)."""
+    digest = hashlib.sha256(f"{int(base_seed)}/{shard}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _stem(output_uri: str) -> str:
+    return output_uri[:-len(TFRECORD_SUFFIX)] if output_uri.endswith(TFRECORD_SUFFIX) else output_uri
+
+
+def output_uris(output_uri: str, num_output_files: int = 1) -> list[str]:
+    """The data files: ``OUTPUT`` itself, or ``STEM-00000-of-0000K.tfrecord.gz`` for K > 1."""
+    if num_output_files == 1:
+        if not output_uri.endswith(".gz"):
+            raise BadInput(f"output {output_uri!r}: must end with {TFRECORD_SUFFIX} (the files are GZIP TFRecords)")
+        return [output_uri]
+    stem = _stem(output_uri)
+    return [f"{stem}-{i:05d}-of-{num_output_files:05d}{TFRECORD_SUFFIX}" for i in range(num_output_files)]
+
+
+def summary_uri(output_uri: str) -> str:
+    """The JSON summary beside the output: ``STEM.summary.json`` (STEM = output less ``.tfrecord.gz``)."""
+    stem = _stem(output_uri)
+    if stem == output_uri and stem.endswith(".gz"):
+        stem = stem[:-3]
+    return stem + SUMMARY_SUFFIX
+
+
+def _check(name: str, ok: bool, rule: str, value) -> None:
+    if not ok:
+        raise BadInput(f"{name}={value!r}: {rule}")
+
+
+# Worker-process state, set once per process (forked: shared, not copied).
+_STATE: dict = {}
+
+
+def _set_state(docs: Documents, config: instances.MaskingConfig, seed: int) -> None:
+    _STATE.update(docs=docs, config=config, seed=seed)
+
+
+def _make_block(unit: tuple[int, int, np.ndarray]) -> tuple[list[bytes], tuple[int, int, int, int]]:
+    pass_index, block, doc_ids = unit
+    docs, config, seed = _STATE["docs"], _STATE["config"], _STATE["seed"]
+    ranges = instances.layout(docs, doc_ids, random.Random(f"{seed}:{pass_index}:{block}"), config)
+    if not len(ranges):
+        return [], (0, 0, 0, 0)
+    batch = instances.make_batch(docs, ranges, np.random.default_rng([seed, 2, pass_index, block]), config)
+    stats = (len(batch), int(batch.lengths.sum()), int(batch.masked_counts.sum()), int(batch.random_next.sum()))
+    return tfrecord.batch_records(batch), stats
+
+
+def _units(num_docs: int, dupe_factor: int, seed: int):
+    for pass_index in range(dupe_factor):
+        order = np.random.default_rng([seed, 1, pass_index]).permutation(num_docs)
+        for block, start in enumerate(range(0, num_docs, BLOCK_DOCUMENTS)):
+            yield pass_index, block, order[start:start + BLOCK_DOCUMENTS]
+
+
+def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, max_seq_length: int = 128,
+                            max_predictions: int = 19, dupe_factor: int = 5, masked_lm_prob: float = 0.15,
+                            short_seq_prob: float = 0.1, seed: int = 12345, do_lower_case: bool | None = None,
+                            workers: int = 1, num_output_files: int = 1,
+                            shuffle_buffer: int = SHUFFLE_BUFFER) -> dict:
+    """Writes the shard's instances as GZIP TFRecords (v2 feature names) and returns the summary.
+
+    ``do_lower_case=None`` takes it from the vocab dir's tokenizer_config.json.
+    The summary is also written to ``summary_uri(output_uri)``. The same inputs
+    and seed give byte-identical files, whatever ``workers`` is.
+    """
+    started = time.monotonic()
+    _check("max_seq_length", max_seq_length >= 5, "must be >= 5 ([CLS] A [SEP] B [SEP])", max_seq_length)
+    _check("max_predictions", max_predictions >= 1, "must be >= 1", max_predictions)
+    _check("dupe_factor", dupe_factor >= 1, "must be >= 1", dupe_factor)
+    _check("masked_lm_prob", 0 < masked_lm_prob <= 1, "must be in (0, 1]", masked_lm_prob)
+    _check("short_seq_prob", 0 <= short_seq_prob <= 1, "must be in [0, 1]", short_seq_prob)
+    _check("seed", seed >= 0, "must be >= 0", seed)
+    _check("workers", workers >= 1, "must be >= 1", workers)
+    _check("num_output_files", num_output_files >= 1, "must be >= 1", num_output_files)
+    _check("shuffle_buffer", shuffle_buffer >= 1, "must be >= 1", shuffle_buffer)
+    outputs = output_uris(output_uri, num_output_files)
+    tokenizer = load_tokenizer(vocab_dir, do_lower_case)
+
+    docs, read = read_documents(input_uri, tokenizer, workers=workers)
+    if read.invalid_utf8_lines:
+        print(f"pretraining-data: {input_uri}: skipped {read.invalid_utf8_lines} line(s) of invalid UTF-8 "
+              f"(first at line(s) {', '.join(map(str, read.first_invalid_lines))})", file=sys.stderr)
+    if not len(docs):
+        raise BadInput(f"{input_uri}: no sentences with tokens ({read.input_lines} lines read); "
+                       "an empty shard gives no pretraining data")
+
+    config = instances.MaskingConfig(max_seq_length=max_seq_length, max_predictions=max_predictions,
+                                     masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
+                                     vocab_size=len(tokenizer.vocab), continuation=tokenizer.continuation)
+    totals = np.zeros(4, dtype=np.int64)  # instances, tokens, masked tokens, random next
+    progress = Progress("pretraining-data: instances", "instances")
+    mixer = random.Random(f"{seed}:shuffle")
+    with ExitStack() as stack:
+        writers = [stack.enter_context(tfrecord.open_gzip_records(uri)) for uri in outputs]
+        buffer: list[bytes] = []
+        written = 0
+
+        def emit(record: bytes) -> None:
+            nonlocal written
+            writers[written % len(writers)].write(record)
+            written += 1
+
+        for records, stats in ordered_map(_make_block, _units(len(docs), dupe_factor, seed), workers=workers,
+                                          initializer=_set_state, initargs=(docs, config, seed)):
+            totals += stats
+            progress.add(stats[0])
+            for record in records:
+                if len(buffer) < shuffle_buffer:
+                    buffer.append(record)
+                else:
+                    j = mixer.randrange(shuffle_buffer)
+                    emit(buffer[j])
+                    buffer[j] = record
+        mixer.shuffle(buffer)
+        for record in buffer:
+            emit(record)
+    progress.done()
+
+    n_instances, n_tokens, n_masked, n_random = (int(x) for x in totals)
+    summary = {
+        "input": input_uri,
+        "outputs": outputs,
+        "instances": n_instances,
+        "tokens": n_tokens,
+        "masked_tokens": n_masked,
+        "random_next": n_random,
+        "mean_tokens_per_instance": n_tokens / max(n_instances, 1),
+        "mean_masked_per_instance": n_masked / max(n_instances, 1),
+        "random_next_rate": n_random / max(n_instances, 1),
+        "documents": len(docs),
+        "sentences": docs.num_sentences,
+        "input_tokens": docs.num_tokens,
+        "input_lines": read.input_lines,
+        "invalid_utf8_lines": read.invalid_utf8_lines,
+        "lines_without_tokens": read.lines_without_tokens,
+        "seed": seed,
+        "max_seq_length": max_seq_length,
+        "max_predictions": max_predictions,
+        "dupe_factor": dupe_factor,
+        "masked_lm_prob": masked_lm_prob,
+        "short_seq_prob": short_seq_prob,
+        "do_lower_case": tokenizer.do_lower_case,
+        "subword_tokenizer_type": tokenizer.vocab.subword_tokenizer_type,
+        "vocab_size": len(tokenizer.vocab),
+        "workers": workers,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    storage.write_text(summary_uri(output_uri), json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    return summary
