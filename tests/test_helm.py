@@ -4,6 +4,8 @@ manifest validated strictly against the Kubernetes schemas, and bad values refus
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import helm_python as helm
@@ -114,10 +116,12 @@ def test_hook_job_compiles_then_schedules_with_the_data_image():
     data_image = images.image("data", registry=images.REGISTRY, tag=images.version())
     assert compile_["image"] == schedule["image"] == data_image
     assert compile_["command"] == schedule["command"] == ["bertja"]
-    assert compile_["args"][:4] == ["compile", "/work/pipeline.yaml", "--profile", "kind"]
+    assert compile_["args"] == ["compile", "/work/pipeline.yaml", "--profile", "kind"]
     args = schedule["args"]
     assert args[0] == "schedule"
     opts = dict(zip(args[1::2], args[2::2]))
+    assert opts["--profile"] == "kind"
+    assert "--service-account" not in opts and "--namespace" not in opts
     assert opts["--cron"] == "0 0 3 1 * *"
     assert opts["--name"] == "bert-japanese-retrain"
     assert opts["--pipeline-file"] == "/work/pipeline.yaml"
@@ -139,10 +143,12 @@ def test_gke_values_wire_workload_identity_bucket_and_parameters():
     compile_, schedule = pod_containers(job)
     for container in (compile_, schedule):
         params = [b for a, b in zip(container["args"], container["args"][1:]) if a == "--param"]
-        assert "pipeline_root=gs://my-bertja-bucket/bert-japanese/pipeline-root" in params
         assert "gcp_project=my-project" in params and "tpu_accelerator_type=v3-8" in params
-    assert compile_["args"][3] == "gcp"
+    compile_opts = dict(zip(compile_["args"][2::2], compile_["args"][3::2]))
+    assert compile_opts["--profile"] == "gcp"
+    assert compile_opts["--pipeline-root"] == "gs://my-bertja-bucket/bert-japanese/pipeline-root"
     opts = dict(zip(schedule["args"][1::2], schedule["args"][2::2]))
+    assert opts["--profile"] == "gcp"
     assert opts["--service-account"] == account["metadata"]["name"]
     (config_map,) = by_kind(docs, "ConfigMap")
     assert config_map["data"]["BERTJA_IMAGE_REGISTRY"] == "us-docker.pkg.dev/my-project/bertja"
@@ -163,6 +169,8 @@ def test_run_on_install_submits_after_compiling_and_nothing_without_actions():
     job = hook_job(GOOD_VALUES["multi-user, run on install, existing account"])
     names = [c["name"] for c in pod_containers(job)]
     assert names == ["compile", "submit"]
+    submit = pod_containers(job)[1]["args"]
+    assert dict(zip(submit[1::2], submit[2::2]))["--namespace"] == NAMESPACE
     spec = job["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == "team-runner"
     (token,) = [v for v in spec["volumes"] if v["name"] == "kfp-token"]
@@ -222,7 +230,11 @@ BAD_VALUES = {
     "cron with seven fields": ({"schedule": {"cron": "0 0 3 1 * * 2030"}}, "/schedule/cron"),
     "empty bucket": ({"gcs": {"bucket": ""}}, "/gcs/bucket"),
     "bucket given as a URI": ({"gcs": {"bucket": "gs://my-bucket"}}, "/gcs/bucket"),
-    "gcp profile without a bucket": ({"pipeline": {"profile": "gcp"}}, "missing property 'gcs'"),
+    "gcp profile without a bucket": ({"pipeline": {"profile": "gcp", "parameters": {"gcp_project": "p"}}},
+                                     "missing property 'gcs'"),
+    "gcp profile without a project": ({"pipeline": {"profile": "gcp"}, "gcs": {"bucket": "my-bucket"}},
+                                      "missing property 'gcp_project'"),
+    "pipeline root that is no URI": ({"pipeline": {"root": "/data/root"}}, "/pipeline/root"),
     "empty image tag": ({"image": {"tag": ""}}, "/image/tag"),
     "missing image tag": ({"image": {"tag": None}}, "missing property 'tag'"),
     "non-string parameter": ({"pipeline": {"parameters": {"vocab_size": 32768}}}, "/pipeline/parameters/vocab_size"),
@@ -243,4 +255,135 @@ def test_bad_values_fail_with_a_message_naming_the_value(name):
 
 def test_gcp_profile_with_a_non_gcs_root_fails_in_the_template():
     with pytest.raises(helm.HelmRenderError, match="gs:// pipeline root"):
-        render({"pipeline": {"profile": "gcp", "root": "minio://mlpipeline/v2"}, "gcs": {"bucket": "my-bucket"}})
+        render({"pipeline": {"profile": "gcp", "root": "minio://mlpipeline/v2", "parameters": {"gcp_project": "p"}},
+                "gcs": {"bucket": "my-bucket"}})
+
+
+# ---------------------------------------------------------------------------
+# The hook's commands, run for real (bertja compile + schedule) against a KFP API stand-in.
+# ---------------------------------------------------------------------------
+
+class FakeKfpApi:
+    """The slice of the KFP v2beta1 REST API that `bertja schedule` uses, on 127.0.0.1."""
+
+    def __init__(self):
+        import itertools
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlparse
+
+        self.experiments: dict[str, dict] = {}
+        self.recurring_runs: dict[str, dict] = {}
+        ids = itertools.count(1)
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, body: dict, status: int = 200):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def body(self) -> dict:
+                return json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+
+            def do_GET(self):
+                url = urlparse(self.path)
+                query = parse_qs(url.query)
+                if url.path == "/apis/v2beta1/healthz":
+                    return self.reply({"multi_user": False})
+                if url.path == "/apis/v2beta1/experiments":
+                    wanted = json.loads(query["filter"][0])["predicates"][0]["stringValue"]
+                    found = [e for e in api.experiments.values() if e["display_name"] == wanted]
+                    return self.reply({"experiments": found, "total_size": len(found)})
+                if url.path == "/apis/v2beta1/recurringruns":
+                    experiment = query.get("experiment_id", [None])[0]
+                    runs = [r for r in api.recurring_runs.values() if r["experiment_id"] == experiment]
+                    return self.reply({"recurringRuns": runs, "total_size": len(runs), "next_page_token": ""})
+                self.reply({"error": self.path}, 404)
+
+            def do_POST(self):
+                body = self.body()
+                if self.path == "/apis/v2beta1/experiments":
+                    body["experiment_id"] = f"exp-{next(ids)}"
+                    api.experiments[body["experiment_id"]] = body
+                    return self.reply(body)
+                if self.path == "/apis/v2beta1/recurringruns":
+                    body["recurring_run_id"] = f"rr-{next(ids)}"
+                    api.recurring_runs[body["recurring_run_id"]] = body
+                    return self.reply(body)
+                self.reply({"error": self.path}, 404)
+
+            def do_DELETE(self):
+                run_id = self.path.rsplit("/", 1)[-1]
+                if api.recurring_runs.pop(run_id, None) is None:
+                    return self.reply({"error": run_id}, 404)
+                self.reply({})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def kfp_api():
+    api = FakeKfpApi()
+    yield api
+    api.server.shutdown()
+
+
+def run_hook(values: dict, kfp_api: FakeKfpApi, work: Path) -> None:
+    """Runs the rendered hook Job's containers in order, as the pod would (no shell)."""
+    import os
+
+    docs = manifests(values)
+    (config_map,) = by_kind(docs, "ConfigMap")
+    (job,) = by_kind(docs, "Job")
+    for container in pod_containers(job):
+        env = dict(os.environ, HOME=str(work))
+        for var in container.get("env", []):
+            env[var["name"]] = config_map["data"][var["valueFrom"]["configMapKeyRef"]["key"]]
+        args = [a.replace("/work/", f"{work}/").replace("$$", "$") for a in container["args"]]
+        if "--endpoint" in args:
+            args[args.index("--endpoint") + 1] = kfp_api.endpoint
+        result = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True,
+                                text=True, cwd=CHART.parent.parent, timeout=300)
+        assert result.returncode == 0, f"{container['name']}: {result.stderr[-3000:]}"
+
+
+def test_hook_schedules_the_retrain_and_an_upgrade_replaces_it(kfp_api, tmp_path):
+    values = {"image": {"registry": "registry.example.com/bertja", "tag": "9.9.9"},
+              "pipeline": {"parameters": {"wikipedia_dump_date": "latest"}}}
+    run_hook(values, kfp_api, tmp_path)
+    run_hook(values, kfp_api, tmp_path)  # helm upgrade runs the hook again
+    (recurring,) = kfp_api.recurring_runs.values()
+    assert recurring["display_name"] == "bert-japanese-retrain"
+    assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 1 * *"
+    assert recurring["runtime_config"]["parameters"] == {"wikipedia_dump_date": "latest"}
+    (experiment,) = kfp_api.experiments.values()
+    assert experiment["display_name"] == "bert-japanese"
+    spec = recurring["pipeline_spec"]
+    spec = spec.get("pipeline_spec", spec)
+    used = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    # The pipeline runs the chart's images, not the compile-time defaults.
+    assert used == {f"registry.example.com/bertja/{repo}:9.9.9" for repo, _, _ in images.IMAGES.values()}
+
+
+def test_hook_with_gke_values_compiles_for_gcs_and_tpu(kfp_api, tmp_path):
+    values = dict(GOOD_VALUES["gke"])
+    # `bertja schedule --service-account` is not there yet (see the chart's pipeline.useChartServiceAccount).
+    values["pipeline"] = dict(values["pipeline"], useChartServiceAccount=False)
+    run_hook(values, kfp_api, tmp_path)
+    (recurring,) = kfp_api.recurring_runs.values()
+    assert recurring["runtime_config"]["parameters"]["gcp_project"] == "my-project"
+    compiled = yaml.safe_load_all((tmp_path / "pipeline.yaml").read_text(encoding="utf-8"))
+    spec = next(compiled)
+    assert spec["defaultPipelineRoot"] == "gs://my-bertja-bucket/bert-japanese/pipeline-root"
+    used = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert {u.rsplit("/", 1)[0] for u in used} == {"us-docker.pkg.dev/my-project/bertja"}

@@ -52,11 +52,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/* --param NAME=VALUE arguments, one list item each (no shell involved). */}}
 {{- define "bertja.paramArgs" -}}
-{{- $root := include "bertja.pipelineRoot" . -}}
-{{- if $root }}
-- --param
-- {{ include "bertja.arg" (printf "pipeline_root=%s" $root) }}
-{{- end }}
 {{- range $name, $value := .Values.pipeline.parameters }}
 - --param
 - {{ include "bertja.arg" (printf "%s=%s" $name $value) }}
@@ -92,21 +87,32 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 {{- end -}}
 
-{{/* Argument list (YAML) for one hook action: compile | schedule | submit. */}}
+{{/* Argument list (YAML) for one hook action: compile | schedule | submit. The profile goes to
+every action: schedule and submit check the run's parameters against it. */}}
 {{- define "bertja.hookArgs" -}}
 {{- $v := .root.Values -}}
 - {{ .action }}
 {{- if eq .action "compile" }}
 - /work/pipeline.yaml
+{{- end }}
 - --profile
 - {{ include "bertja.arg" $v.pipeline.profile }}
+{{- if eq .action "compile" }}
+{{- with include "bertja.pipelineRoot" .root }}
+- --pipeline-root
+- {{ include "bertja.arg" . }}
+{{- end }}
 {{- else }}
+- --pipeline-file
+- /work/pipeline.yaml
 - --endpoint
 - {{ include "bertja.arg" $v.kfp.endpoint }}
 - --experiment
 - {{ include "bertja.arg" $v.pipeline.experiment }}
-- --pipeline-file
-- /work/pipeline.yaml
+{{- with include "bertja.kfpNamespace" .root }}
+- --namespace
+- {{ include "bertja.arg" . }}
+{{- end }}
 {{- if $v.pipeline.useChartServiceAccount }}
 - --service-account
 - {{ include "bertja.arg" (include "bertja.serviceAccountName" .root) }}
@@ -121,4 +127,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - {{ $v.schedule.maxConcurrency | default 1 | quote }}
 {{- end }}
 {{- include "bertja.paramArgs" .root }}
+{{- end -}}
+
+{{/* The KFP namespace runs go to: explicit; in multi-user mode, the release's namespace. */}}
+{{- define "bertja.kfpNamespace" -}}
+{{- if .Values.kfp.namespace -}}
+{{- .Values.kfp.namespace -}}
+{{- else if .Values.kfp.multiUser -}}
+{{- .Release.Namespace -}}
+{{- end -}}
 {{- end -}}

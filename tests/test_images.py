@@ -1,0 +1,202 @@
+"""Runtime Dockerfiles: hadolint-clean, pinned, non-root, labelled with the package version, each
+installing this package with only the extras it runs, from a build context with nothing secret.
+(No Docker here: what a build would do is read from the Dockerfiles themselves.)"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from components import images
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+CONSTRAINTS = ROOT / "images" / "constraints.txt"
+# What each image runs, hence the extras it installs (besides the core dependencies).
+EXTRAS = {"data": {"pipeline"}, "train": {"pipeline", "train"}, "convert": {"pipeline", "convert"}, "tpu": {"pipeline", "tpu"}}
+HADOLINT = Path(sysconfig.get_path("scripts")) / "hadolint"
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines, current = [], ""
+    for raw in dockerfile.read_text(encoding="utf-8").splitlines():
+        if not current and (not raw.strip() or raw.lstrip().startswith("#")):
+            continue
+        current += raw.rstrip("\\").strip() + " "
+        if not raw.endswith("\\"):
+            lines.append(current.strip())
+            current = ""
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for instruction in instructions(dockerfile):
+        if instruction[0] == "FROM":
+            result.append([])
+        result[-1].append(instruction)
+    return result
+
+
+def dockerfile_of(key: str) -> Path:
+    return ROOT / images.dockerfile(key)
+
+
+def constraint_pins() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version and " " not in line, f"not an exact pin: {line!r}"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_every_image_has_its_dockerfile():
+    listed = subprocess.run([sys.executable, "-m", "components.images"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.split("\n")
+    rows = [line.split() for line in listed if line]
+    assert [row[0] for row in rows] == list(images.IMAGES) == list(EXTRAS)
+    for key, ref, dockerfile in rows:
+        assert ref == images.image(key) and (ROOT / dockerfile).is_file()
+        assert (ROOT / f"{dockerfile}.dockerignore").is_file()
+
+
+@pytest.mark.parametrize("key", list(images.IMAGES))
+def test_hadolint_passes(key):
+    result = subprocess.run(
+        [str(HADOLINT), "--no-color", "--failure-threshold", "style", "--disable-ignore-pragma",
+         "--require-label", "org.opencontainers.image.version:text", str(dockerfile_of(key))],
+        capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_hadolint_can_fail(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\n")
+    assert subprocess.run([str(HADOLINT), "--no-color", str(bad)], capture_output=True).returncode != 0
+
+
+@pytest.mark.parametrize("key", list(images.IMAGES))
+def test_two_pinned_stages_and_a_clean_non_root_final_stage(key):
+    build, final = stages(dockerfile_of(key))
+    base = build[0][1].split()[0]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", base), f"unpinned base {base}"
+    assert build[0][1] == f"{base} AS build" and final[0][1] == base
+    final_args = dict(final)
+    # Non-root by number (so runAsNonRoot can verify it), and no later switch back.
+    user = final_args["USER"].split(":")
+    assert all(part.isdigit() and int(part) > 0 for part in user)
+    # Only the built environment is copied in: no pip, compilers or caches in the final layer.
+    copies = [a for i, a in final if i == "COPY"]
+    assert copies and all(c.startswith("--from=build ") for c in copies)
+    assert not [a for i, a in final if i == "RUN" and re.search(r"\b(pip|apt-get|apk|gcc|make)\b", a)]
+    # The version LABEL comes from a build argument that must be set.
+    assert "ARG" in final_args and final_args["ARG"].split("=")[0] == "BERTJA_VERSION"
+    labels = dict(kv.split("=", 1) for kv in shlex.split(" ".join(a for i, a in final if i == "LABEL")))
+    assert labels["org.opencontainers.image.version"] == "${BERTJA_VERSION}"
+    assert labels["org.opencontainers.image.title"] == images.IMAGES[key][0]
+    assert any('test -n "${BERTJA_VERSION}"' in a for i, a in final if i == "RUN")
+    env = " ".join(a for i, a in final if i == "ENV")
+    assert "HOME=/tmp" in env, "a read-only root filesystem needs HOME on the /tmp volume"
+
+
+@pytest.mark.parametrize("key", list(images.IMAGES))
+def test_each_image_installs_this_package_with_only_its_extras_and_the_pins(key):
+    build, _final = stages(dockerfile_of(key))
+    runs = " ".join(a for i, a in build if i == "RUN")
+    (extras,) = re.findall(r'"\.\[([a-z,]+)\]"', runs)
+    assert set(extras.split(",")) == EXTRAS[key]
+    assert set(extras.split(",")) <= set(PYPROJECT["project"]["optional-dependencies"])
+    for install in re.findall(r"pip [^&]*install[^&]*", runs):
+        assert "--no-cache-dir" in install
+    assert '--constraint constraints.txt ".[' in runs
+    copied = " ".join(a for i, a in build if i == "COPY")
+    assert "images/constraints.txt" in copied and "components" in copied and "pipelines" in copied
+    torch = [r for r in PYPROJECT["project"]["optional-dependencies"]["convert"] if r.startswith("torch")]
+    if key == "convert":
+        # CPU wheels from the PyTorch index, the same version pyproject pins.
+        (pinned,) = re.findall(r'--index-url https://download\.pytorch\.org/whl/cpu "torch==([^"+]+)\+cpu"', runs)
+        assert torch == [f"torch=={pinned}"]
+    else:
+        assert "torch" not in runs
+
+
+def _closure(requirement: str, extras: set[str], seen: dict[str, str]) -> None:
+    """Installed distributions that ``requirement`` pulls in (markers evaluated for its extras)."""
+    name = canonicalize_name(Requirement(requirement).name)
+    if name in seen:
+        return
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return
+    seen[name] = dist.version
+    for spec in dist.requires or []:
+        req = Requirement(spec)
+        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
+            continue
+        _closure(str(req), set(req.extras), seen)
+
+
+def test_constraints_pin_everything_the_images_install():
+    pins = constraint_pins()
+    needed: dict[str, str] = {}
+    _closure("bert-japanese-pipelines", set(PYPROJECT["project"]["optional-dependencies"]) - {"dev", "all"}, needed)
+    needed.pop("bert-japanese-pipelines")
+    assert len(needed) > 50
+    missing = sorted(set(needed) - set(pins))
+    assert not missing, f"not pinned in images/constraints.txt (run `make constraints`): {missing}"
+    # Where pyproject pins exactly, the images agree.
+    for extra in PYPROJECT["project"]["optional-dependencies"].values():
+        for spec in extra:
+            req = Requirement(spec)
+            exact = [s.version for s in req.specifier if s.operator == "=="]
+            if exact:
+                assert pins[canonicalize_name(req.name)].split("+")[0] == exact[0], spec
+
+
+def test_build_context_admits_only_what_the_images_copy():
+    for key in images.IMAGES:
+        dockerfile = dockerfile_of(key)
+        ignore = Path(f"{dockerfile}.dockerignore").read_text(encoding="utf-8").splitlines()
+        rules = [r for r in ignore if r and not r.startswith("#")]
+        assert rules[0] == "*", "deny everything, then admit"
+        admitted = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+        build, _ = stages(dockerfile)
+        sources = set()
+        for instruction, args in build:
+            if instruction == "COPY":
+                sources.update(args.split()[:-1])
+        assert sources == admitted
+        assert {"**/*.pem", "**/*.key", "**/.env", "**/*credentials*.json"} <= set(rules)
+
+
+SECRET = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|\"private_key\"\s*:|\"type\"\s*:\s*\"service_account\"")
+SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIALS)", re.I)
+
+
+def test_nothing_secret_goes_into_an_image():
+    for key in images.IMAGES:
+        for instruction, args in instructions(dockerfile_of(key)):
+            if instruction in ("ENV", "ARG"):
+                assert not SECRET_NAME.search(args), f"{key}: {instruction} {args}"
+    # Everything the build context admits (see the .dockerignore files) is free of key material.
+    admitted = [ROOT / "pyproject.toml", ROOT / "README.md", CONSTRAINTS]
+    for package in ("components", "pipelines"):
+        admitted += [p for p in (ROOT / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert len(admitted) > 10
+    for path in admitted:
+        text = path.read_bytes().decode("utf-8", errors="ignore")
+        assert not SECRET.search(text), f"key material in the build context: {path}"
