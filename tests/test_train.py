@@ -1,14 +1,13 @@
 """``bertja train``: a tiny BERT trained for a handful of steps with the real Model Garden trainer.
 
-Data are Model Garden v2 TFRecords written with tf.train.Example (as ``bertja pretraining-data``
-writes them); the tokenizer dir is written by components/tokenizer/files.
+Data are Model Garden v2 TFRecords written with TensorFlow's tf.train.Example (components/train/
+synthetic.py); the tokenizer dir is written by components/tokenizer/files.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -18,62 +17,24 @@ import pytest
 
 from components import storage
 from components.errors import BadInput
-from components.tokenizer import files as tokenizer_files
-from components.train import configs, status, trainer
+from components.train import configs, status, synthetic, trainer
 
 VOCAB_SIZE = 120
 WORD_EMBEDDINGS = "masked_lm/embedding_table/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def write_pretraining_records(path: str, *, count: int, seq_length: int, max_predictions: int,
-                              vocab_size: int = VOCAB_SIZE, seed: int = 0) -> str:
-    """GZIP TFRecords of plausible masked-LM instances with Model Garden v2 feature names."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-
-    def ints(values):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-        for _ in range(count):
-            used = int(rng.integers(seq_length // 2, seq_length + 1))
-            ids = np.zeros(seq_length, np.int64)
-            ids[:used] = rng.integers(15, vocab_size, used)
-            ids[0], ids[used - 1] = tokenizer_files.CLS_ID, tokenizer_files.SEP_ID
-            k = min(max_predictions, max(1, round(used * 0.15)))
-            positions = np.sort(rng.choice(np.arange(1, used - 1), k, replace=False))
-            padded = lambda v, n: np.concatenate([v, np.zeros(n - len(v), v.dtype)])  # noqa: E731
-            feature = {
-                "input_word_ids": ids,
-                "input_mask": (np.arange(seq_length) < used).astype(np.int64),
-                "input_type_ids": ((np.arange(seq_length) >= used // 2) & (np.arange(seq_length) < used)).astype(np.int64),
-                "masked_lm_positions": padded(positions, max_predictions),
-                "masked_lm_ids": padded(ids[positions], max_predictions),
-                "next_sentence_labels": [int(rng.integers(0, 2))],
-            }
-            example = {k: ints(v) for k, v in feature.items()}
-            example["masked_lm_weights"] = tf.train.Feature(float_list=tf.train.FloatList(
-                value=[1.0] * k + [0.0] * (max_predictions - k)))
-            ids[positions] = tokenizer_files.MASK_ID
-            example["input_word_ids"] = ints(ids)
-            writer.write(tf.train.Example(features=tf.train.Features(feature=example)).SerializeToString())
-    return path
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """A tokenizer dir and stage 1/2 data shared by the tests in this file."""
     root = tmp_path_factory.mktemp("train")
-    tokens = tokenizer_files.reserved_tokens() + [chr(0x3042 + i) for i in range(VOCAB_SIZE - 15)]
-    tokenizer_files.write_tokenizer_dir(str(root / "tok"), tokens, subword_tokenizer_type="character")
+    synthetic.write_tokenizer_dir(str(root / "tok"), vocab_size=VOCAB_SIZE, subword_tokenizer_type="character")
     (root / "stage1").mkdir()
     (root / "stage2").mkdir()
     for i in range(2):
-        write_pretraining_records(str(root / "stage1" / f"data_{i}.tfrecord.gz"), count=32,
-                                  seq_length=128, max_predictions=19, seed=i)
-    write_pretraining_records(str(root / "stage2" / "data_0.tfrecord.gz"), count=8, seq_length=512,
-                              max_predictions=76, seed=7)
+        synthetic.write_records(str(root / "stage1" / f"data_{i}.tfrecord.gz"), count=32,
+                                  seq_length=128, max_predictions=19, vocab_size=VOCAB_SIZE, seed=i)
+    synthetic.write_records(str(root / "stage2" / "data_0.tfrecord.gz"), count=8, seq_length=512,
+                              max_predictions=76, vocab_size=VOCAB_SIZE, seed=7)
     return root
 
 
@@ -172,7 +133,7 @@ def test_bad_input_fails_before_training_and_leaves_failed_json(work, change, me
 
 
 def test_data_from_another_tokenizer_is_bad_input(work, tmp_path):
-    path = write_pretraining_records(str(tmp_path / "big.tfrecord.gz"), count=2, seq_length=128, max_predictions=19,
+    path = synthetic.write_records(str(tmp_path / "big.tfrecord.gz"), count=2, seq_length=128, max_predictions=19,
                                      vocab_size=32768)
     with pytest.raises(BadInput, match="outside the tokenizer's vocabulary of 120"):
         trainer.check_data(path, seq_length=128, max_predictions_per_seq=19, vocab_size=VOCAB_SIZE)

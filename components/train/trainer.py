@@ -388,7 +388,9 @@ def _train(*, prof, st, files, model_dir, vocab_size, tokenizer, init_checkpoint
     monitor = _Monitor(runner.trainer, model_dir=model_dir, stage=st.number, train_steps=total,
                        batch_size=data_cfg.global_batch_size, log=log)
     runner.controller.train_actions = (*runner.controller.train_actions, monitor)
-    runner.run()
+    # What runner.run() does in "train" mode, without its FLOPs profiling pass afterwards.
+    with distribution.scope():
+        runner.controller.train(steps=total)
 
     checkpoint = latest_checkpoint(model_dir)
     steps_per_sec = monitor.steady_steps_per_sec()
