@@ -12,6 +12,7 @@ from components import storage
 from components.errors import BadInput
 from components.mecab import WordSplitter
 from components.tokenizer import files
+from components.tokenizer.bench import recipe_tokenizer, recipe_vocabulary
 from components.tokenizer.character import make_character_tokenizer
 from components.tokenizer.wordpiece import train_wordpiece
 from pipelines import cli
@@ -57,43 +58,10 @@ def read_vocab(directory) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
-# --- the recipe's way, written here: a Python MeCab callback inside `tokenizers` ---------------
-
-class MecabCallback:
-    """Splits a NormalizedString at MeCab words, locating each after the whitespace MeCab skipped."""
-
-    def __init__(self):
-        import fugashi
-        import unidic_lite
-
-        rc = os.path.join(unidic_lite.DICDIR, "mecabrc")
-        self.tagger = fugashi.GenericTagger(f'-d "{unidic_lite.DICDIR}" -r "{rc}"')
-
-    def words(self, _i, normalized):
-        pieces, offset = [], 0
-        for node in self.tagger(str(normalized)):
-            offset += len(node.white_space)
-            pieces.append(normalized[offset:offset + len(node.surface)])
-            offset += len(node.surface)
-        return pieces
-
-    def pre_tokenize(self, pretok):
-        pretok.split(self.words)
-
-
-def recipe_tokenizer():
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Strip()])
-    tok.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(MecabCallback())
-    return tok
-
+# --- the recipe's way: a Python MeCab callback inside `tokenizers` (components.tokenizer.bench) ---
 
 def recipe_training(corpus: str, alphabet: list[str], *, fix_ties: bool) -> list[str]:
     """Trains as the recipe does; ``fix_ties`` gives the ``##`` forms code-point ids up front."""
-    from tokenizers import trainers
-
     reserved = files.reserved_tokens()
     tok = recipe_tokenizer()
     continuations = []
@@ -104,12 +72,8 @@ def recipe_training(corpus: str, alphabet: list[str], *, fix_ties: bool) -> list
             for word, _span in tok.pre_tokenizer.pre_tokenize_str(normalized):
                 non_initial.update(word[1:])
         continuations = ["##" + c for c in alphabet if c in non_initial]
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=VOCAB_SIZE, min_frequency=2, show_progress=False,
-        special_tokens=reserved + continuations, limit_alphabet=len(alphabet),
-        initial_alphabet=alphabet, continuing_subword_prefix="##")
-    tok.train([corpus], trainer=trainer)
-    by_id = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    by_id = recipe_vocabulary(tok, corpus, vocab_size=VOCAB_SIZE, limit_alphabet=len(alphabet),
+                              initial_alphabet=alphabet, special_tokens=reserved + continuations)
     head = set(reserved) | set(alphabet) | set(continuations)
     others = [t for t in by_id if t not in head]
     if not fix_ties:  # the recipe's own order: ## forms in hash order among the rest

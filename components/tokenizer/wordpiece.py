@@ -2,9 +2,10 @@
 
 The recipe trains ``tokenizers``' WordPiece with a Python MeCab callback as its
 pre-tokenizer, which runs single-core under the GIL. Here MeCab runs first, in
-``workers`` processes, and writes one word per line to a local spill file; the
-trainer then reads that file with a pre-tokenizer that only drops the newline.
-The trainer counts the same words either way, so it learns the same vocabulary.
+``workers`` processes, and writes each line's words, joined by single spaces, to
+a local spill file; the trainer then reads that file splitting only at spaces
+and newlines (MeCab words never contain an ASCII space: MeCab skips it). The
+trainer counts the same words either way, so it learns the same vocabulary.
 
 Two things the recipe leaves to hash order we fix, so that a given input always
 gives the same vocabulary: which characters survive ``limit_alphabet`` when
@@ -34,26 +35,34 @@ CHUNK_LINES = 2000  # lines per task sent to a MeCab worker
 
 
 class _ChunkSplitter:
-    """Turns a chunk of lines into one-word-per-line text plus character statistics."""
+    """Turns a chunk of lines into one-word-per-line text plus character statistics.
 
-    def __init__(self, mecab_dic: str, do_lower_case: bool):
+    Character counts (for ties at ``limit_alphabet``) are only taken when they
+    can matter; otherwise each seen character counts 1.
+    """
+
+    def __init__(self, mecab_dic: str, do_lower_case: bool, count_chars: bool):
         self.split = WordSplitter(mecab_dic, do_lower_case)
+        self.count_chars = count_chars
 
     def __call__(self, lines: list[str]) -> tuple[str, collections.Counter, set[str], int]:
-        words = [w for line in lines for w in self.split(line)]
-        text = "".join(w + "\n" for w in words)
-        chars = collections.Counter(text)
-        del chars["\n"]
-        non_initial = set("".join(w[1:] for w in words))
-        return text, chars, non_initial, len(words)
+        split_lines = [words for words in map(self.split, lines) if words]
+        text = "".join([" ".join(words) + "\n" for words in split_lines])
+        n_words = sum(map(len, split_lines))
+        if text.count(" ") != n_words - len(split_lines):  # the spill format's one assumption
+            raise RuntimeError(f"a MeCab word contains an ASCII space in: {lines!r}")
+        chars = collections.Counter(text) if self.count_chars else collections.Counter(set(text))
+        del chars[" "], chars["\n"]
+        non_initial = set("".join([w[1:] for words in split_lines for w in words]))
+        return text, chars, non_initial, n_words
 
 
 _worker_splitter: _ChunkSplitter | None = None
 
 
-def _init_worker(mecab_dic: str, do_lower_case: bool) -> None:
+def _init_worker(*args) -> None:
     global _worker_splitter
-    _worker_splitter = _ChunkSplitter(mecab_dic, do_lower_case)
+    _worker_splitter = _ChunkSplitter(*args)
 
 
 def _split_in_worker(lines: list[str]):
@@ -74,15 +83,15 @@ def _chunks(inputs: list[str], progress: Progress) -> Iterator[list[str]]:
         yield chunk
 
 
-def _split_chunks(chunks: Iterable[list[str]], mecab_dic: str, do_lower_case: bool, workers: int):
+def _split_chunks(chunks: Iterable[list[str]], splitter: _ChunkSplitter, workers: int):
     """Yields each chunk's split result in input order, with ``workers`` MeCab processes."""
     if workers <= 1:
-        splitter = _ChunkSplitter(mecab_dic, do_lower_case)
         yield from map(splitter, chunks)
         return
     # spawn: the caller may hold threads (GCS client, tokenizers) that fork would copy mid-state.
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(mecab_dic, do_lower_case)) as pool:
+    init = (splitter.split.mecab_dic, splitter.split.do_lower_case, splitter.count_chars)
+    with ctx.Pool(workers, initializer=_init_worker, initargs=init) as pool:
         pending: collections.deque = collections.deque()
         for chunk in chunks:
             pending.append(pool.apply_async(_split_in_worker, (chunk,)))
@@ -143,15 +152,17 @@ def train_wordpiece(inputs: list[str] | str, output_dir: str, *, vocab_size: int
             raise BadInput(f"{uri}: no such corpus file")
 
     with tempfile.TemporaryDirectory(prefix="wordpiece-") as tmp:
-        words_path = os.path.join(tmp, "words.txt")
+        words_path = os.path.join(tmp, "words.txt")  # a line's words, space-separated
         start = time.monotonic()
         progress = Progress("tokenizer: MeCab split", "lines")
         char_counts: collections.Counter = collections.Counter()
         non_initial: set[str] = set()
         n_words = 0
         with open(words_path, "w", encoding="utf-8", newline="\n") as out:
-            for text, chars, non_init, n in _split_chunks(_chunks(inputs, progress), mecab_dic,
-                                                          do_lower_case, workers):
+            # With the recipe's settings (limit = initial alphabet size) counts cannot matter.
+            count_chars = limit_alphabet is not None and limit_alphabet != len(set(initial))
+            splitter = _ChunkSplitter(mecab_dic, do_lower_case, count_chars)
+            for text, chars, non_init, n in _split_chunks(_chunks(inputs, progress), splitter, workers):
                 out.write(text)
                 char_counts.update(chars)
                 non_initial |= non_init
@@ -198,15 +209,15 @@ def train_wordpiece(inputs: list[str] | str, output_dir: str, *, vocab_size: int
 
 def _train(words_path: str, reserved: list[str], continuations: list[str], alphabet: list[str],
            vocab_size: int, min_frequency: int) -> list[str]:
-    """Runs the ``tokenizers`` trainer over the one-word-per-line file; returns the vocab layout.
+    """Runs the ``tokenizers`` trainer over the spilled words; returns the vocabulary layout.
 
     Layout: reserved tokens, alphabet (code-point order), ``##`` forms (code-point
     order), then merged tokens in the order the trainer made them.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.WordPiece(unk_token=files.UNK_TOKEN))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split("\n", behavior="removed")
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("[ \n]"), behavior="removed")
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
