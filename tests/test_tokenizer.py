@@ -13,7 +13,7 @@ from components.errors import BadInput
 from components.mecab import WordSplitter
 from components.tokenizer import files
 from components.tokenizer.bench import recipe_tokenizer, recipe_vocabulary
-from components.tokenizer.character import make_character_tokenizer
+from components.tokenizer.character import make_character_tokenizer, tokenizer_for_variant
 from components.tokenizer.wordpiece import train_wordpiece
 from pipelines import cli
 
@@ -185,8 +185,19 @@ def test_character_tokenizer_is_the_head_of_the_wordpiece_vocabulary(tmp_path, a
     sentence = corpus_lines(1)[0]
     assert hf.tokenize(sentence) == list(unicodedata.normalize("NFKC", sentence))
 
-    auto = tmp_path / "auto"
-    assert make_character_tokenizer(out, str(auto), size=None)["vocab_size"] == size
+    variant = tmp_path / "variant"
+    assert tokenizer_for_variant("character", out, str(variant))["vocab_size"] == size
+    assert read_vocab(variant) == read_vocab(char_dir)
+
+
+def test_wordpiece_variant_is_the_wordpiece_directory(tmp_path, wordpiece):
+    out, stats = wordpiece
+    variant = tmp_path / "variant"
+    assert tokenizer_for_variant("wordpiece", out, str(variant)) == {"vocab_size": stats["vocab_size"]}
+    for name in os.listdir(out):
+        assert (variant / name).read_bytes() == open(os.path.join(out, name), "rb").read()
+    with pytest.raises(BadInput, match="variant='bpe'"):
+        tokenizer_for_variant("bpe", out, str(tmp_path / "x"))
 
 
 def test_character_size_must_fit_the_vocabulary(tmp_path, wordpiece):
@@ -217,9 +228,6 @@ def test_bad_parameters_and_empty_corpus_are_named(tmp_path, corpus, alphabet):
     with pytest.raises(BadInput, match=r"vocab_size=100: smaller than the 15 reserved tokens"):
         train_wordpiece(corpus, str(tmp_path / "a"), vocab_size=100, initial_alphabet=alphabet,
                         limit_alphabet=n_alphabet)
-    with pytest.raises(BadInput, match=r"vocab_size=\d+: .*'##' continuation forms"):
-        train_wordpiece(corpus, str(tmp_path / "a"), vocab_size=15 + n_alphabet + 10,
-                        initial_alphabet=alphabet, limit_alphabet=n_alphabet)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n \n", encoding="utf-8")
     with pytest.raises(BadInput, match=r"empty\.txt: empty corpus"):
@@ -227,6 +235,19 @@ def test_bad_parameters_and_empty_corpus_are_named(tmp_path, corpus, alphabet):
     with pytest.raises(BadInput, match=r"missing\.txt: no such corpus file"):
         train_wordpiece(str(tmp_path / "missing.txt"), str(tmp_path / "a"))
     assert not (tmp_path / "a").exists()
+
+
+def test_too_small_a_vocab_size_for_the_continuation_forms_keeps_them_all(tmp_path, corpus, alphabet, wordpiece):
+    """As in the recipe: every '##' form a corpus needs is kept, even past vocab_size."""
+    n_alphabet = len(read_vocab_file_chars(alphabet))
+    out = tmp_path / "small"
+    stats = train_wordpiece(corpus, str(out), vocab_size=15 + n_alphabet + 10,
+                            initial_alphabet=alphabet, limit_alphabet=n_alphabet)
+    full = read_vocab(wordpiece[0])
+    forms = [t for t in full if t.startswith("##") and len(t) == 3]
+    assert read_vocab(out) == full[:15 + n_alphabet] + forms
+    assert stats["vocab_size"] == len(forms) + 15 + n_alphabet > stats["requested_vocab_size"]
+    assert stats["merged_tokens"] == 0
 
 
 def test_gcs_in_and_out(gcs, corpus):

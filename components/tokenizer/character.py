@@ -7,6 +7,7 @@ directory keeps the two models' ids for characters identical.
 
 from __future__ import annotations
 
+from components import storage
 from components.errors import BadInput
 from components.tokenizer import files
 
@@ -40,6 +41,25 @@ def make_character_tokenizer(wordpiece_dir: str, output_dir: str, *, size: int |
     files.write_tokenizer_dir(output_dir, tokens, subword_tokenizer_type="character",
                               do_lower_case=wordpiece.do_lower_case, mecab_dic=wordpiece.mecab_dic)
     return {"vocab_size": size, "characters": max(0, size - n_reserved)}
+
+
+def tokenizer_for_variant(variant: str, wordpiece_dir: str, output_dir: str) -> dict:
+    """The tokenizer directory a model variant trains with.
+
+    ``wordpiece``: the WordPiece directory's files, copied. ``character``: its
+    reserved tokens and alphabet (7,027 tokens with the recipe's alphabet).
+    Returns ``{"vocab_size", ...}``.
+    """
+    if variant == "character":
+        return make_character_tokenizer(wordpiece_dir, output_dir, size=None)
+    if variant != "wordpiece":
+        raise BadInput(f"variant={variant!r}: not one of {files.SUBWORD_TYPES}")
+    wordpiece = files.load_vocab(wordpiece_dir)
+    for name in (files.VOCAB_FILE, files.TOKENIZER_CONFIG_FILE, files.SPECIAL_TOKENS_MAP_FILE,
+                 files.TOKENIZERS_JSON_FILE):
+        if storage.exists(storage.join(wordpiece_dir, name)):
+            storage.copy(storage.join(wordpiece_dir, name), storage.join(output_dir, name))
+    return {"vocab_size": len(wordpiece)}
 
 
 def _reserved_count(tokens: tuple[str, ...]) -> int:

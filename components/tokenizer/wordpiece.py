@@ -20,6 +20,7 @@ import collections
 import json
 import multiprocessing
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -179,14 +180,18 @@ def train_wordpiece(inputs: list[str] | str, output_dir: str, *, vocab_size: int
         if vocab_size < len(reserved) + len(alphabet):
             raise BadInput(f"vocab_size={vocab_size}: smaller than the {len(reserved)} reserved tokens "
                            f"+ {len(alphabet)} alphabet characters")
-        if vocab_size < fixed:
-            raise BadInput(f"vocab_size={vocab_size}: smaller than the {len(reserved)} reserved tokens "
-                           f"+ {len(alphabet)} alphabet characters + {len(continuations)} '##' "
-                           f"continuation forms this corpus needs ({fixed})")
+        if vocab_size < fixed:  # as in the recipe: every form is kept, the vocabulary grows
+            print(f"tokenizer: warning: vocab_size={vocab_size} is smaller than the {len(reserved)} "
+                  f"reserved tokens + {len(alphabet)} alphabet characters + {len(continuations)} '##' "
+                  f"forms this corpus needs; the vocabulary will have {fixed} tokens and no merged "
+                  f"ones", file=sys.stderr, flush=True)
 
+        print(f"tokenizer: training WordPiece on {n_words:,} words (alphabet {len(alphabet):,}, "
+              f"{len(continuations):,} '##' forms, vocab_size {vocab_size:,})", file=sys.stderr, flush=True)
         train_start = time.monotonic()
         tokens = _train(words_path, reserved, continuations, alphabet, vocab_size, min_frequency)
         train_s = time.monotonic() - train_start
+        print(f"tokenizer: trained {len(tokens):,} tokens in {train_s:.1f}s", file=sys.stderr, flush=True)
 
     files.write_tokenizer_dir(output_dir, tokens, subword_tokenizer_type="wordpiece",
                               do_lower_case=do_lower_case, mecab_dic=mecab_dic)
@@ -194,6 +199,7 @@ def train_wordpiece(inputs: list[str] | str, output_dir: str, *, vocab_size: int
                        tokenizers_json(tokens, do_lower_case=do_lower_case))
     return {
         "vocab_size": len(tokens),
+        "requested_vocab_size": vocab_size,
         "reserved_tokens": len(reserved),
         "alphabet_size": len(alphabet),
         "continuation_forms": len(continuations),
