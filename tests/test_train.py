@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -162,3 +163,28 @@ def test_checks_and_checkpoint_lookup_work_on_gcs(work, stage1, gcs):
     storage.copy_tree(str(stage1[0]), model_dir)
     assert trainer.latest_checkpoint(model_dir) == f"{model_dir}/ckpt-4"
     assert trainer.checkpoint_step(trainer.latest_checkpoint(model_dir)) == 4
+
+
+def test_trains_on_the_output_of_the_tokenizer_and_pretraining_data_steps(tmp_path):
+    """Real Japanese text -> `bertja tokenizer` core -> `bertja pretraining-data` core -> trainer."""
+    from components.pretraining_data.create import create_pretraining_data
+    from components.tokenizer.wordpiece import train_wordpiece
+
+    lines = open(os.path.join(os.path.dirname(__file__), "data", "ja_sentences.txt"), encoding="utf-8").readlines()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(lines[:1500]), encoding="utf-8")
+    tok = str(tmp_path / "tok")
+    train_wordpiece(str(corpus), tok, vocab_size=4000, limit_alphabet=None, workers=1)
+    summary = create_pretraining_data(str(corpus), str(tmp_path / "cc100.tfrecord.gz"), tok, max_seq_length=128,
+                                      max_predictions=19, dupe_factor=1, num_output_files=2)
+    parts = sorted(str(p) for p in tmp_path.glob("cc100*.tfrecord.gz"))
+    assert len(parts) == 2 and summary
+
+    result = trainer.train(config="tiny", stage=1, data=",".join(parts), model_dir=str(tmp_path / "model"),
+                           tokenizer_dir=tok, train_steps=3)
+    assert result["step"] == 3 and np.isfinite(result["loss"])
+    description = json.loads((tmp_path / "model" / configs.MODEL_DESCRIPTION).read_text())
+    assert description["vocab_size"] == len(open(os.path.join(tok, "vocab.txt"), encoding="utf-8").readlines())
+    assert description["tokenizer"]["subword_tokenizer_type"] == "wordpiece"
+    with pytest.raises(BadInput, match="seq_length is 512"):
+        trainer.train(config="tiny", stage=2, data=parts[0], model_dir=str(tmp_path / "model2"), tokenizer_dir=tok)

@@ -21,7 +21,8 @@ def main(argv: list[str], prog: str = "bertja train") -> int:
     parser.add_argument("--stage", required=True, type=int,
                         help="; ".join(f"{s.number}: {s.corpus}, seq {s.seq_length}, "
                                        f"{s.max_predictions_per_seq} predictions" for s in configs.STAGES.values()))
-    parser.add_argument("--data", required=True, help="glob of GZIP TFRecord files (local, file:// or gs://)")
+    parser.add_argument("--data", required=True,
+                        help="GZIP TFRecord files: a glob, or globs/URIs separated by commas (local, file://, gs://)")
     parser.add_argument("--model-dir", required=True, help="checkpoints, params.yaml, bertja_model.json, status/")
     parser.add_argument("--tokenizer-dir", required=True,
                         help="directory with vocab.txt and tokenizer_config.json (vocab size, wordpiece/character)")

@@ -89,6 +89,20 @@ def _resolve_init_checkpoint(init_checkpoint: str) -> str:
 # Input checks (before TensorFlow builds anything)
 # ---------------------------------------------------------------------------
 
+def data_files(data: str) -> list[str]:
+    """The files of a comma-separated list of globs/URIs (what Model Garden's input_path takes)."""
+    parts = [p.strip() for p in str(data).split(",") if p.strip()]
+    if not parts:
+        raise BadInput("--data: empty")
+    found: list[str] = []
+    for part in parts:
+        matched = storage.glob(part)
+        if not matched:
+            raise BadInput(f"--data {part}: matches no file")
+        found += [f for f in matched if f not in found]
+    return found
+
+
 def _tokenizer_facts(tokenizer_dir: str) -> tuple[int, dict]:
     """(vocab size, tokenizer description for bertja_model.json) from a tokenizer directory."""
     for name in (tokenizer_files.VOCAB_FILE, tokenizer_files.TOKENIZER_CONFIG_FILE):
@@ -279,7 +293,7 @@ def train(*, config: str, stage: int, data: str, model_dir: str, tokenizer_dir: 
           train_steps: int | None = None, overrides=()) -> dict:
     """Trains (or resumes) one pretraining stage; returns the final metrics.
 
-    ``data`` is a glob of GZIP TFRecords (local, file:// or gs://); ``model_dir`` receives the
+    ``data`` is a glob of GZIP TFRecords, or comma-separated globs/URIs (local, file:// or gs://); ``model_dir`` receives the
     checkpoints, ``params.yaml``, ``bertja_model.json``, TensorBoard summaries and ``status/``.
     Returned keys: config, stage, step, train_steps, loss, masked_lm_accuracy, lm_example_loss,
     next_sentence_accuracy, learning_rate, steps_per_sec, examples_per_sec, seconds, checkpoint,
@@ -300,9 +314,7 @@ def train(*, config: str, stage: int, data: str, model_dir: str, tokenizer_dir: 
             raise BadInput(f"--strategy {strategy!r}: choose from {', '.join(STRATEGIES)}")
         if train_steps is not None and int(train_steps) < 1:
             raise BadInput(f"--train-steps {train_steps}: must be at least 1")
-        files = storage.glob(data)
-        if not files:
-            raise BadInput(f"--data {data}: matches no file")
+        files = data_files(data)
         vocab_size, tokenizer = _tokenizer_facts(tokenizer_dir)
         return _train(prof=prof, st=st, files=files, model_dir=model_dir, vocab_size=vocab_size,
                       tokenizer=tokenizer, init_checkpoint=init_checkpoint, strategy=strategy, tpu=tpu,
