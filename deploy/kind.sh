@@ -11,6 +11,7 @@ usage: deploy/kind.sh [--dry-run] COMMAND
 commands:
   up       create the kind cluster and install KFP standalone ($KFP_VERSION, pinned)
   build    build the runtime images (names and tags from components/images.py)
+  push     push the built images (set BERTJA_IMAGE_REGISTRY to your registry first)
   images   build the images and load them into the kind cluster
   install  install or upgrade the Helm chart with values-kind.yaml
   run      compile the pipeline with the kind profile and submit a run
@@ -18,7 +19,7 @@ commands:
   down     delete the kind cluster
 
 environment (defaults):
-  KIND_CLUSTER=bertja  KIND_NODE_IMAGE=kindest/node:v1.33.1  KFP_VERSION=2.14.3
+  KIND_CLUSTER=bertja  KIND_NODE_IMAGE=kindest/node:v1.33.1  KFP_VERSION=2.17.1
   NAMESPACE=kubeflow   RELEASE=bertja  EXPERIMENT=bert-japanese-kind  API_PORT=8888
   PYTHON=.venv/bin/python  PRINT=0
 EOF
@@ -26,7 +27,7 @@ EOF
 
 KIND_CLUSTER=${KIND_CLUSTER:-bertja}
 KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.33.1}
-KFP_VERSION=${KFP_VERSION:-2.14.3}
+KFP_VERSION=${KFP_VERSION:-2.17.1}
 NAMESPACE=${NAMESPACE:-kubeflow}
 RELEASE=${RELEASE:-bertja}
 EXPERIMENT=${EXPERIMENT:-bert-japanese-kind}
@@ -71,6 +72,13 @@ cmd_build() {
   version_=$(version)
   while read -r key ref dockerfile; do
     run docker build --file "$dockerfile" --tag "$ref" --build-arg "BERTJA_VERSION=$version_" .
+  done < <(image_table)
+}
+
+cmd_push() {
+  local key ref dockerfile
+  while read -r key ref dockerfile; do
+    run docker push "$ref"
   done < <(image_table)
 }
 
@@ -119,6 +127,7 @@ main() {
   case ${1:-} in
     up) cmd_up ;;
     build) cmd_build ;;
+    push) cmd_push ;;
     images) cmd_images ;;
     install) cmd_install ;;
     run) cmd_run ;;

@@ -93,6 +93,7 @@ def test_validation_rejects_an_unknown_field():
 
 
 def test_defaults_follow_components_images_and_package_version():
+    """If this fails after a release bump: `make chart-sync`."""
     version = images.version()
     with helm.Chart.load(CHART) as chart:
         assert chart.metadata["appVersion"] == version
@@ -104,6 +105,40 @@ def test_defaults_follow_components_images_and_package_version():
     (config_map,) = by_kind(manifests({}), "ConfigMap")
     rendered = yaml.safe_load(config_map["data"]["images.json"])
     assert rendered == {key: images.image(key, registry=images.REGISTRY, tag=version) for key in images.IMAGES}
+
+
+def test_schema_knows_exactly_the_pipeline_parameters():
+    import dataclasses
+
+    from pipelines.parameters import PipelineParameters
+
+    with helm.Chart.load(CHART) as chart:
+        names = chart.schema["properties"]["pipeline"]["properties"]["parameters"]["propertyNames"]["enum"]
+    assert names == [f.name for f in dataclasses.fields(PipelineParameters)], "run `make chart-sync`"
+
+
+def test_chart_sync_brings_a_stale_chart_up_to_date(tmp_path, monkeypatch):
+    import shutil
+
+    sys.path.insert(0, str(CHART.parent.parent / "deploy"))
+    try:
+        import chart_sync
+    finally:
+        sys.path.pop(0)
+    stale = tmp_path / "chart"
+    shutil.copytree(CHART, stale)
+    for name, old, new in [("Chart.yaml", "appVersion: ", "appVersion: \"0.0.1\"  # "),
+                           ("values.yaml", "  tag: ", "  tag: \"0.0.1\"  # "),
+                           ("values.yaml", "    tpu: ", "    tpu: old-name  # ")]:
+        path = stale / name
+        path.write_text(path.read_text().replace(old, new, 1))
+    monkeypatch.setattr(chart_sync, "CHART", stale)
+    assert chart_sync.main() == 0
+    with helm.Chart.load(stale) as chart:
+        assert chart.metadata["appVersion"] == images.version()
+        assert chart.values["image"]["tag"] == images.version()
+        assert chart.values["image"]["repositories"]["tpu"] == images.IMAGES["tpu"][0]
+    assert (stale / "values.schema.json").read_text() == (CHART / "values.schema.json").read_text()
 
 
 def test_hook_job_compiles_then_schedules_with_the_data_image():
@@ -157,12 +192,12 @@ def test_gke_values_wire_workload_identity_bucket_and_parameters():
 
 def test_parameters_reach_the_command_verbatim_never_through_a_shell():
     tricky = "a b; rm -rf / \"q\" 'x' $(HOME) $$ `id` 日本語"
-    job = hook_job({"pipeline": {"parameters": {"note": tricky}}})
+    job = hook_job({"pipeline": {"parameters": {"release_uri": tricky}}})
     for container in pod_containers(job):
         assert container["command"] == ["bertja"]
         # One argument, byte for byte, with "$" doubled: Kubernetes turns "$$" back into "$"
         # and expands no "$(HOME)".
-        assert "note=" + tricky.replace("$", "$$") in container["args"]
+        assert "release_uri=" + tricky.replace("$", "$$") in container["args"]
 
 
 def test_run_on_install_submits_after_compiling_and_nothing_without_actions():
@@ -240,6 +275,7 @@ BAD_VALUES = {
     "non-string parameter": ({"pipeline": {"parameters": {"vocab_size": 32768}}}, "/pipeline/parameters/vocab_size"),
     "bad Workload Identity account": ({"serviceAccount": {"gcpServiceAccount": "me@gmail.com"}}, "/serviceAccount/gcpServiceAccount"),
     "misspelt key": ({"schedul": {"cron": "0 0 3 1 * *"}}, "schedul"),
+    "unknown pipeline parameter": ({"pipeline": {"parameters": {"wikipedia_dump": "latest"}}}, "wikipedia_dump"),
 }
 
 

@@ -70,6 +70,12 @@ def test_images_are_built_from_components_images_and_loaded_into_kind():
     assert all(option(load, "--name") == "bertja" for load in loads)
 
 
+def test_push_sends_every_image_to_the_configured_registry():
+    commands = planned("push", env={"BERTJA_IMAGE_REGISTRY": "us-docker.pkg.dev/my-project/bertja"})
+    assert commands == [["docker", "push", images.image(key, registry="us-docker.pkg.dev/my-project/bertja")]
+                        for key in images.IMAGES]
+
+
 def test_install_uses_the_chart_with_kind_values_and_the_image_version():
     (install,) = planned("install")
     assert install[:4] == ["helm", "upgrade", "--install", "bertja"]
@@ -111,7 +117,7 @@ def test_settings_come_from_the_environment_and_images_from_one_place():
 
 def test_make_targets_run_the_script():
     for target, command in [("kind-up", "up"), ("kind-images", "images"), ("kind-install", "install"),
-                            ("kind-run", "run"), ("images", "build")]:
+                            ("kind-run", "run"), ("images", "build"), ("push", "push")]:
         via_make = planned(target, make=True)
         direct = planned(command)
         strip = lambda cmds: [[a for a in c if not a.startswith("bert-japanese-kind-")] for c in cmds]  # noqa: E731
