@@ -187,15 +187,48 @@ SECRET = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|\"private_key\"\s*:|\"t
 SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIALS)", re.I)
 
 
+def build_context() -> list[Path]:
+    """The files the .dockerignore files admit (tested above to be what the Dockerfiles copy)."""
+    admitted = [ROOT / "pyproject.toml", ROOT / "README.md", CONSTRAINTS]
+    for package in ("components", "pipelines"):
+        admitted += [p for p in (ROOT / package).rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    return admitted
+
+
+def test_the_installed_package_carries_the_data_the_pods_read(tmp_path):
+    """Images install a wheel, not the source tree: every file of the packages (the sample corpus
+    the kind profile reads as package://..., the trainer's experiment configs) must be inside it."""
+    import shutil
+    import zipfile
+
+    from pipelines import profiles
+
+    context = tmp_path / "context"
+    for path in build_context():
+        target = context / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-q", "-w", str(tmp_path / "wheel"), str(context)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    referenced = {value.removeprefix("package://") for value in profiles.PROFILES["kind"].parameters.values()
+                  if isinstance(value, str) and value.startswith("package://")}
+    assert referenced
+    for path in referenced:
+        assert any(name == path or name.startswith(path + "/") for name in names), f"{path} not in the wheel"
+    packaged = {str(p.relative_to(ROOT)) for p in build_context() if p.parts[len(ROOT.parts)] in ("components", "pipelines")}
+    assert not packaged - set(names), "files the pods would miss (pyproject package-data?)"
+
+
 def test_nothing_secret_goes_into_an_image():
     for key in images.IMAGES:
         for instruction, args in instructions(dockerfile_of(key)):
             if instruction in ("ENV", "ARG"):
                 assert not SECRET_NAME.search(args), f"{key}: {instruction} {args}"
     # Everything the build context admits (see the .dockerignore files) is free of key material.
-    admitted = [ROOT / "pyproject.toml", ROOT / "README.md", CONSTRAINTS]
-    for package in ("components", "pipelines"):
-        admitted += [p for p in (ROOT / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    admitted = build_context()
     assert len(admitted) > 10
     for path in admitted:
         text = path.read_bytes().decode("utf-8", errors="ignore")
