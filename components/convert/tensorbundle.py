@@ -56,7 +56,7 @@ class TensorEntry:
 # Wire formats: varints, protobuf fields, masked CRC32C, snappy
 # ---------------------------------------------------------------------------
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(buf):
@@ -79,14 +79,14 @@ def proto_fields(buf: bytes) -> list[tuple[int, int | bytes]]:
     out: list[tuple[int, int | bytes]] = []
     pos = 0
     while pos < len(buf):
-        key, pos = _varint(buf, pos)
+        key, pos = read_varint(buf, pos)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(buf, pos)
+            value, pos = read_varint(buf, pos)
         elif wire == 1:
             value, pos = struct.unpack_from("<Q", buf, pos)[0], pos + 8
         elif wire == 2:
-            n, pos = _varint(buf, pos)
+            n, pos = read_varint(buf, pos)
             value, pos = bytes(buf[pos:pos + n]), pos + n
             if pos > len(buf):
                 raise ValueError("truncated length-delimited field")
@@ -109,7 +109,7 @@ def unmask_crc(masked: int) -> int:
 
 def snappy_decompress(data: bytes) -> bytes:
     """Raw (unframed) snappy, as LevelDB tables use it for compressed blocks."""
-    length, pos = _varint(data, 0)
+    length, pos = read_varint(data, 0)
     out = bytearray()
     while pos < len(data):
         tag = data[pos]
@@ -154,8 +154,8 @@ def snappy_decompress(data: bytes) -> bytes:
 # ---------------------------------------------------------------------------
 
 def _block_handle(buf: bytes, pos: int) -> tuple[tuple[int, int], int]:
-    offset, pos = _varint(buf, pos)
-    size, pos = _varint(buf, pos)
+    offset, pos = read_varint(buf, pos)
+    size, pos = read_varint(buf, pos)
     return (offset, size), pos
 
 
@@ -190,9 +190,9 @@ def _block_entries(block: bytes, where: str) -> list[tuple[bytes, bytes]]:
     entries, key, pos = [], b"", 0
     try:
         while pos < limit:
-            shared, pos = _varint(block, pos)
-            non_shared, pos = _varint(block, pos)
-            value_len, pos = _varint(block, pos)
+            shared, pos = read_varint(block, pos)
+            non_shared, pos = read_varint(block, pos)
+            value_len, pos = read_varint(block, pos)
             if shared > len(key) or pos + non_shared + value_len > limit:
                 raise ValueError("entry runs past the block")
             key = key[:shared] + block[pos:pos + non_shared]
@@ -369,7 +369,7 @@ class TensorBundle:
         try:
             lengths, pos = [], 0
             for _ in range(count):
-                n, pos = _varint(data, pos)
+                n, pos = read_varint(data, pos)
                 lengths.append(n)
             pos += 4
             values = []

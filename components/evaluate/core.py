@@ -1,0 +1,270 @@
+"""Evaluation of a converted Hugging Face model (recipe step 11), on CPU.
+
+Three checks, each optional but the first:
+- fill-mask on fixed sentences: what a person looks at to see the model learned Japanese;
+- masked-LM and next-sentence accuracy/loss on held-out pretraining TFRecords, computed
+  with the converted PyTorch model (so it also checks the conversion end to end);
+- a small fine-tuning run (sequence classification on JSONL) with accuracy and macro-F1.
+
+Results land in ``output_dir`` as ``metrics.json`` (machine-readable) and
+``report.md`` (for people); fill-mask answers also in ``fill_mask.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from components import storage
+from components.errors import BadInput
+from components.evaluate import finetune
+from components.evaluate.tfrecord import iter_examples
+from components.progress import Progress
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+FILL_MASK_FILE = "fill_mask.json"
+MASK = "[MASK]"
+
+# Everyday sentences with one blank each; a model that learned Japanese fills them sensibly.
+DEFAULT_SENTENCES = (
+    "日本の首都は[MASK]です。",
+    "今日はとても[MASK]天気ですね。",
+    "彼は毎朝[MASK]を飲んでから会社へ行く。",
+    "富士山は日本で一番[MASK]山です。",
+    "私は図書館で[MASK]を借りた。",
+    "猫が[MASK]の上で寝ている。",
+    "春になると[MASK]の花が咲く。",
+    "東北大学は[MASK]市にある国立大学である。",
+    "電車が駅に[MASK]した。",
+    "子供たちは公園で[MASK]をして遊んだ。",
+)
+
+PRETRAINING_FEATURES = ("input_word_ids", "input_mask", "input_type_ids", "masked_lm_positions",
+                        "masked_lm_ids", "masked_lm_weights")
+
+
+def read_sentences(uri: str) -> list[str]:
+    """One sentence per line (blank lines skipped); each needs exactly one ``[MASK]``."""
+    sentences = []
+    for lineno, line in storage.iter_lines(uri):
+        line = line.strip()
+        if not line:
+            continue
+        if line.count(MASK) != 1:
+            raise BadInput(f"{uri}:{lineno}: needs exactly one {MASK} (found {line.count(MASK)}): {line!r}")
+        sentences.append(line)
+    if not sentences:
+        raise BadInput(f"{uri}: no sentences")
+    return sentences
+
+
+def load_model(model_dir: str):
+    """Tokenizer and BertForPreTraining from a local or gs:// model directory, in eval mode."""
+    from transformers import AutoTokenizer, BertForPreTraining
+
+    local = _local_model_dir(model_dir)
+    for name in ("config.json", "vocab.txt"):
+        if not storage.exists(storage.join(local, name)):
+            raise BadInput(f"{storage.join(model_dir, name)}: missing; not a converted model directory?")
+    tokenizer = AutoTokenizer.from_pretrained(local)
+    model = BertForPreTraining.from_pretrained(local).eval()
+    if model.config.vocab_size != len(tokenizer):
+        raise BadInput(f"{model_dir}: the model has {model.config.vocab_size} tokens, its tokenizer {len(tokenizer)}")
+    return tokenizer, model
+
+
+_DOWNLOADS: dict[str, str] = {}
+
+
+def _local_model_dir(model_dir: str) -> str:
+    """transformers reads local directories: a gs:// model is copied to a temporary one once."""
+    if not storage.is_gcs(model_dir):
+        return storage.local_path(model_dir)
+    if model_dir not in _DOWNLOADS:
+        import tempfile
+
+        local = tempfile.mkdtemp(prefix="bertja-model-")
+        storage.copy_tree(model_dir, local)
+        _DOWNLOADS[model_dir] = local
+    return _DOWNLOADS[model_dir]
+
+
+def fill_mask(tokenizer, model, sentences: list[str], *, top_k: int = 5) -> list[dict]:
+    """Top-k tokens and probabilities for each sentence's ``[MASK]`` (what the fill-mask pipeline
+    computes, from BertForPreTraining's prediction logits)."""
+    import torch
+
+    if top_k < 1:
+        raise BadInput(f"top_k={top_k}: must be at least 1")
+    results = []
+    for sentence in sentences:
+        encoded = tokenizer(sentence, return_tensors="pt", truncation=True,
+                            max_length=model.config.max_position_embeddings)
+        where = (encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()
+        if len(where) != 1:
+            raise BadInput(f"fill-mask sentence {sentence!r}: tokenizes to {len(where)} {MASK} tokens, needs one")
+        with torch.no_grad():
+            logits = model(**encoded).prediction_logits[0, where[0]]
+        probs, ids = torch.softmax(logits, -1).topk(min(top_k, logits.shape[-1]))
+        predictions = []
+        for p, i in zip(probs.tolist(), ids.tolist()):
+            token = tokenizer.convert_ids_to_tokens(i)
+            predictions.append({"token": token, "score": round(p, 6),
+                                "filled": sentence.replace(MASK, token.removeprefix("##"), 1)})
+        results.append({"sentence": sentence, "predictions": predictions})
+    return results
+
+
+def _batches(uris, batch_size: int, max_batches: int | None):
+    """Batches of pretraining features as numpy arrays; a new batch starts when the shape changes."""
+    batch: list[dict] = []
+    count = 0
+    for uri in uris:
+        for number, example in enumerate(iter_examples(uri), 1):
+            missing = [f for f in PRETRAINING_FEATURES if f not in example]
+            if missing:
+                raise BadInput(f"{uri}: record {number}: missing features {missing} (not Model Garden v2 "
+                               "pretraining data?)")
+            if batch and len(example["input_word_ids"]) != len(batch[0]["input_word_ids"]):
+                yield batch
+                count += 1
+                batch = []
+                if max_batches and count >= max_batches:
+                    return
+            example["_where"] = f"{uri}: record {number}"
+            batch.append(example)
+            if len(batch) == batch_size:
+                yield batch
+                count += 1
+                batch = []
+                if max_batches and count >= max_batches:
+                    return
+    if batch:
+        yield batch
+
+
+def pretraining_metrics(model, eval_data: list[str], *, batch_size: int = 32,
+                        max_eval_batches: int | None = None) -> dict:
+    """Masked-LM and next-sentence accuracy and loss, as Model Garden computes them (weighted)."""
+    import torch
+
+    vocab_size = model.config.vocab_size
+    max_len = model.config.max_position_embeddings
+    mlm_loss = mlm_correct = mlm_weight = 0.0
+    nsp_loss = nsp_correct = 0.0
+    nsp_count = examples = 0
+    progress = Progress("evaluate masked-LM", "examples")
+    for batch in _batches(eval_data, batch_size, max_eval_batches):
+        arrays = {f: np.array([ex[f] for ex in batch]) for f in PRETRAINING_FEATURES}
+        ids = arrays["input_word_ids"]
+        if ids.shape[1] > max_len:
+            raise BadInput(f"{batch[0]['_where']}: sequence length {ids.shape[1]} exceeds the model's "
+                           f"max_position_embeddings {max_len}")
+        if ids.max() >= vocab_size or arrays["masked_lm_ids"].max() >= vocab_size:
+            raise BadInput(f"{batch[0]['_where']}: token ids up to {max(ids.max(), arrays['masked_lm_ids'].max())} "
+                           f"but the model has {vocab_size} tokens: data made with another tokenizer?")
+        with torch.no_grad():
+            out = model(input_ids=torch.from_numpy(ids).long(),
+                        attention_mask=torch.from_numpy(arrays["input_mask"]).long(),
+                        token_type_ids=torch.from_numpy(arrays["input_type_ids"]).long())
+        positions = torch.from_numpy(arrays["masked_lm_positions"]).long()
+        logits = torch.gather(out.prediction_logits, 1,
+                              positions.unsqueeze(-1).expand(-1, -1, vocab_size))  # [B, P, V]
+        labels = torch.from_numpy(arrays["masked_lm_ids"]).long()
+        weights = torch.from_numpy(arrays["masked_lm_weights"].astype(np.float32))
+        log_probs = torch.log_softmax(logits, dim=-1)
+        per_token = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+        mlm_loss += float((per_token * weights).sum())
+        mlm_correct += float(((logits.argmax(-1) == labels).float() * weights).sum())
+        mlm_weight += float(weights.sum())
+        if all("next_sentence_labels" in ex for ex in batch):
+            nsp_labels = torch.tensor([ex["next_sentence_labels"][0] for ex in batch]).long()
+            nsp_logits = out.seq_relationship_logits
+            nsp_loss += float(torch.nn.functional.cross_entropy(nsp_logits, nsp_labels, reduction="sum"))
+            nsp_correct += float((nsp_logits.argmax(-1) == nsp_labels).sum())
+            nsp_count += len(batch)
+        examples += len(batch)
+        progress.add(len(batch))
+    progress.done()
+    if not examples:
+        raise BadInput(f"{', '.join(eval_data)}: no examples")
+    metrics = {
+        "eval_examples": examples,
+        "masked_tokens": int(mlm_weight),
+        "masked_lm_accuracy": mlm_correct / mlm_weight if mlm_weight else None,
+        "masked_lm_loss": mlm_loss / mlm_weight if mlm_weight else None,
+    }
+    metrics["masked_lm_perplexity"] = math.exp(metrics["masked_lm_loss"]) if mlm_weight else None
+    if nsp_count:
+        metrics["next_sentence_accuracy"] = nsp_correct / nsp_count
+        metrics["next_sentence_loss"] = nsp_loss / nsp_count
+    return metrics
+
+
+def evaluate_model(model_dir: str, *, output_dir: str, eval_data: tuple[str, ...] | list[str] = (),
+                   sentences: str | None = None, top_k: int = 5, batch_size: int = 32,
+                   max_eval_batches: int | None = None, finetune_train: str | None = None,
+                   finetune_eval: str | None = None, finetune_epochs: int = 2,
+                   finetune_max_seq_length: int = 128, finetune_learning_rate: float = 5e-5,
+                   finetune_batch_size: int = 16, seed: int = 0) -> dict:
+    """Runs the evaluations and writes ``metrics.json``, ``report.md`` and ``fill_mask.json``.
+
+    Returns the metrics: ``masked_lm_accuracy``, ``masked_lm_loss``, ``next_sentence_accuracy``, ...
+    (present when ``eval_data`` is given), ``finetune_accuracy`` and ``finetune_macro_f1`` (when
+    ``finetune_train``/``finetune_eval`` are given), and ``fill_mask`` (the answers).
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    eval_data = list(eval_data or [])
+    if bool(finetune_train) != bool(finetune_eval):
+        raise BadInput("finetune_train and finetune_eval: give both or neither")
+    sentence_list = read_sentences(sentences) if sentences else list(DEFAULT_SENTENCES)
+    tokenizer, model = load_model(model_dir)
+
+    metrics: dict = {"model_dir": model_dir}
+    metrics["fill_mask"] = fill_mask(tokenizer, model, sentence_list, top_k=top_k)
+    if eval_data:
+        metrics.update(pretraining_metrics(model, eval_data, batch_size=batch_size,
+                                           max_eval_batches=max_eval_batches))
+        metrics["eval_data"] = eval_data
+    if finetune_train:
+        result = finetune.finetune_classification(
+            _local_model_dir(model_dir), tokenizer, finetune_train, finetune_eval, epochs=finetune_epochs,
+            max_seq_length=finetune_max_seq_length, learning_rate=finetune_learning_rate,
+            batch_size=finetune_batch_size, seed=seed)
+        metrics.update({f"finetune_{k}": v for k, v in result.items()})
+
+    storage.write_text(storage.join(output_dir, METRICS_FILE),
+                       json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
+    storage.write_text(storage.join(output_dir, FILL_MASK_FILE),
+                       json.dumps(metrics["fill_mask"], ensure_ascii=False, indent=2) + "\n")
+    storage.write_text(storage.join(output_dir, REPORT_FILE), render_report(metrics))
+    return metrics
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def render_report(metrics: dict) -> str:
+    """The Markdown a person reads: metric tables, then each sentence's top answers."""
+    lines = [f"# Evaluation of `{metrics['model_dir']}`", ""]
+    scalar = [(k, v) for k, v in metrics.items()
+              if k not in ("model_dir", "fill_mask", "eval_data", "finetune_labels") and not isinstance(v, (list, dict))]
+    if scalar:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in scalar] + [""]
+    if metrics.get("eval_data"):
+        lines += ["Held-out data: " + ", ".join(f"`{u}`" for u in metrics["eval_data"]), ""]
+    lines += ["## Fill-mask", ""]
+    for item in metrics["fill_mask"]:
+        lines += [f"**{item['sentence']}**", "", "| rank | token | score | sentence |", "|---|---|---|---|"]
+        lines += [f"| {i} | {p['token']} | {p['score']:.4f} | {p['filled']} |"
+                  for i, p in enumerate(item["predictions"], 1)]
+        lines.append("")
+    return "\n".join(lines)
