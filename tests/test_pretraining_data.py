@@ -1,0 +1,354 @@
+"""Pretraining data on real Japanese text: format, content, statistics, determinism, bad input.
+
+The corpus is tests/data/ja_sentences.txt (15k Aozora Bunko sentences). The vocab
+dirs are built here deterministically: every character seen twice, its ``##``
+form, and the words seen three times (a real WordPiece vocabulary: frequent
+words whole, the rest in pieces, rare characters [UNK]).
+
+REFERENCE holds what the recipe's own script gives on the same corpus and vocab
+dirs (mean of 5 seeds). Provenance: cl-tohoku/bert-japanese
+``create_pretraining_data.py`` + ``tokenization.py`` run with this .venv as
+``--word_tokenizer_type=mecab --mecab_dic_type=unidic_lite --do_whole_word_mask
+--gzip_compress --use_v2_feature_names --max_seq_length=128
+--max_predictions_per_seq=19 --dupe_factor=5 --nodo_lower_case
+--random_seed={12345,1,2,3,4}`` (character: ``--subword_tokenizer_type=character
+--vocab_has_no_subword_prefix``), vocab dirs from ``build_vocab_dir`` below, and
+its output read back with TensorFlow.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components import storage
+from components.errors import BadInput
+from components.mecab import WordSplitter
+from components.pretraining_data.create import create_pretraining_data, shard_seed, summary_uri
+from components.tokenizer import files
+
+CORPUS = Path(__file__).parent / "data" / "ja_sentences.txt"
+SEQ, PRED = 128, 19
+
+# instances, mean tokens, mean masked tokens, random-next rate (see module docstring).
+# Across the 5 seeds the reference's own spread (std) is ~1.2% of instances,
+# ~0.8% of the means and ~0.9 points of random-next rate.
+REFERENCE = {
+    "wordpiece": (20811.4, 113.310, 16.850, 0.5479),
+    "character": (26245.2, 117.862, 17.521, 0.5545),
+}
+
+
+def build_vocab_dir(path: Path, subword: str, corpus: Path = CORPUS) -> str:
+    ws = WordSplitter("unidic_lite", False)
+    words: collections.Counter = collections.Counter()
+    chars: collections.Counter = collections.Counter()
+    with open(corpus, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                for word in ws(line.strip()):
+                    words[word] += 1
+                    chars.update(word)
+    alphabet = sorted(c for c, n in chars.items() if n >= 2)
+    tokens = files.reserved_tokens() + alphabet
+    if subword == "wordpiece":
+        frequent = sorted((w for w, n in words.items() if n >= 3 and len(w) > 1), key=lambda w: (-words[w], w))
+        tokens += [files.CONTINUATION_PREFIX + c for c in alphabet] + frequent[:6000]
+    files.write_tokenizer_dir(str(path), tokens, subword_tokenizer_type=subword)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def vocab_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vocab")
+    return {kind: build_vocab_dir(root / kind, kind) for kind in ("wordpiece", "character")}
+
+
+@pytest.fixture(scope="module")
+def made(vocab_dirs, tmp_path_factory):
+    """The whole corpus through the step, once per vocab kind (seq 128, dupe 5)."""
+    out = tmp_path_factory.mktemp("made")
+    result = {}
+    for kind, vocab in vocab_dirs.items():
+        output = str(out / f"{kind}.tfrecord.gz")
+        summary = create_pretraining_data(str(CORPUS), output, vocab, workers=2)
+        result[kind] = (output, summary)
+    return result
+
+
+def read_records(path: str) -> dict[str, np.ndarray]:
+    """Parses a GZIP TFRecord file with TensorFlow and Model Garden's own feature spec."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    from official.nlp.data import pretrain_dataloader
+
+    config = pretrain_dataloader.BertPretrainDataConfig(
+        input_path=path, seq_length=SEQ, max_predictions_per_seq=PRED, use_v2_feature_names=True,
+        file_type="tfrecord_compressed", global_batch_size=1, is_training=False)
+    spec = pretrain_dataloader.BertPretrainDataLoader(config)._name_to_features()
+    dataset = tf.data.TFRecordDataset(path, compression_type="GZIP").batch(8192)
+    batches = [tf.io.parse_example(records, spec) for records in dataset]
+    return {name: np.concatenate([b[name].numpy() for b in batches]) for name in spec}
+
+
+def hf_document_ids(vocab_dir: str) -> list[list[int]]:
+    """The corpus's documents as token ids, tokenized by transformers itself."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(vocab_dir)
+    docs, current = [], []
+    with open(CORPUS, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                if current:
+                    docs.append(current)
+                current = []
+                continue
+            current += tokenizer.convert_tokens_to_ids(tokenizer.tokenize(line))
+    if current:
+        docs.append(current)
+    return docs
+
+
+# ---------------------------------------------------------------------------
+# Tokenization
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["wordpiece", "character"])
+def test_tokenization_equals_transformers_bert_japanese_tokenizer(vocab_dirs, kind):
+    from transformers import AutoTokenizer
+
+    from components.pretraining_data.tokenization import load_tokenizer
+
+    hf = AutoTokenizer.from_pretrained(vocab_dirs[kind])
+    assert type(hf).__name__ == "BertJapaneseTokenizer"
+    ours = load_tokenizer(vocab_dirs[kind])
+    lines = [line.strip() for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()][:3000]
+    lines += ["ＡＢＣ１２３ half-width ｶﾀｶﾅ", "x" * 101, "未知の字𠮷を含む文。"]
+    unk_seen = 0
+    for line in lines:
+        hf_tokens = hf.tokenize(line)
+        codes = ours.codes(line)
+        assert [c & (ours.continuation - 1) for c in codes] == hf.convert_tokens_to_ids(hf_tokens), line
+        if kind == "wordpiece":  # the continuation bit is exactly the "##" mark
+            assert [bool(c & ours.continuation) for c in codes] == [t.startswith("##") for t in hf_tokens], line
+        unk_seen += hf_tokens.count("[UNK]")
+    assert unk_seen > 0  # the unknown-character and too-long-word paths were exercised
+
+
+# ---------------------------------------------------------------------------
+# Output format and content
+# ---------------------------------------------------------------------------
+
+def test_model_garden_loader_reads_the_output(made):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from official.nlp.data import pretrain_dataloader
+
+    output, summary = made["wordpiece"]
+    config = pretrain_dataloader.BertPretrainDataConfig(
+        input_path=output, seq_length=SEQ, max_predictions_per_seq=PRED, use_v2_feature_names=True,
+        file_type="tfrecord_compressed", global_batch_size=16, is_training=True)
+    batch = next(iter(pretrain_dataloader.BertPretrainDataLoader(config).load()))
+    assert batch["input_word_ids"].shape == (16, SEQ)
+    assert batch["masked_lm_positions"].shape == (16, PRED)
+    assert batch["next_sentence_labels"].shape == (16, 1)
+    assert json.loads(Path(summary_uri(output)).read_text()) == summary
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "character"])
+def test_instances_are_well_formed_and_come_from_the_source(made, vocab_dirs, kind):
+    output, summary = made[kind]
+    r = read_records(output)
+    ids, mask, types = r["input_word_ids"], r["input_mask"], r["input_type_ids"]
+    positions, labels, weights = r["masked_lm_positions"], r["masked_lm_ids"], r["masked_lm_weights"]
+    nsp = r["next_sentence_labels"][:, 0]
+    n_inst = len(ids)
+    assert n_inst == summary["instances"]
+    lengths = mask.sum(axis=1)
+    counts = weights.sum(axis=1).astype(int)
+    assert lengths.sum() == summary["tokens"] and counts.sum() == summary["masked_tokens"]
+    assert nsp.sum() == summary["random_next"]
+    tokens = files.load_vocab(vocab_dirs[kind]).tokens
+
+    documents = [" " + " ".join(map(str, d)) + " " for d in hf_document_ids(vocab_dirs[kind])]
+    rng = np.random.default_rng(0)
+    checked_source = 0
+    for i in range(n_inst):
+        n, k = lengths[i], counts[i]
+        assert (mask[i, :n] == 1).all() and (mask[i, n:] == 0).all()
+        assert (ids[i, n:] == files.PAD_ID).all() and (types[i, n:] == 0).all()
+        len_a = int((types[i, :n] == 0).sum()) - 2
+        assert (types[i, :len_a + 2] == 0).all() and (types[i, len_a + 2:n] == 1).all()
+        sep_positions = {len_a + 1, n - 1}
+        assert len_a >= 1 and n - len_a - 3 >= 1 and n <= SEQ
+        assert ids[i, 0] == files.CLS_ID and all(ids[i, p] == files.SEP_ID for p in sep_positions)
+        # Masks: sorted real positions, never [CLS]/[SEP], weights 1 then 0 padding.
+        pos = positions[i, :k]
+        assert 1 <= k <= min(PRED, max(1, round(n * 0.15)))
+        assert (np.diff(pos) > 0).all() and (weights[i, :k] == 1).all() and (weights[i, k:] == 0).all()
+        assert (positions[i, k:] == 0).all() and (labels[i, k:] == 0).all()
+        assert not (set(pos.tolist()) & (sep_positions | {0}))
+        # Restore the masked tokens: segment A (and A+B when B is the true next)
+        # is then a contiguous run of one document's tokens.
+        restored = ids[i].copy()
+        restored[pos] = labels[i, :k]
+        assert files.CLS_ID not in restored[1:n] and files.SEP_ID not in restored[1:len_a + 1]
+        if kind == "wordpiece":  # whole words: a masked "##" piece's word start is masked too
+            masked = set(pos.tolist())
+            for p in pos:
+                if p > 1 and tokens[restored[p]].startswith("##"):
+                    prev = p - 2 if p == len_a + 2 else p - 1
+                    assert prev in masked, (i, p)
+        if rng.random() < 400 / n_inst:
+            a = " " + " ".join(map(str, restored[1:len_a + 1])) + " "
+            b = " " + " ".join(map(str, restored[len_a + 2:n - 1])) + " "
+            homes = [d for d in documents if a in d]
+            assert homes, i
+            assert any(b in d for d in documents), i
+            if nsp[i] == 0:  # the true next: later in the same document (truncation may cut between)
+                assert any(d.find(b, d.find(a) + 1) >= 0 for d in homes), i
+            checked_source += 1
+    assert checked_source > 200
+
+    # 80% [MASK], 10% the original token, 10% a random one.
+    at = ids[np.arange(n_inst)[:, None], positions][weights == 1]
+    orig = labels[weights == 1]
+    share_mask = (at == files.MASK_ID).mean()
+    share_kept = (at == orig).mean()
+    assert abs(share_mask - 0.8) < 0.01 and abs(share_kept - 0.1) < 0.01
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "character"])
+def test_statistics_match_the_reference(made, kind):
+    _output, s = made[kind]
+    ref_instances, ref_tokens, ref_masked, ref_random = REFERENCE[kind]
+    assert abs(s["instances"] / ref_instances - 1) < 0.03
+    assert abs(s["mean_tokens_per_instance"] / ref_tokens - 1) < 0.03
+    assert abs(s["mean_masked_per_instance"] / ref_masked - 1) < 0.03
+    assert abs(s["random_next_rate"] - ref_random) < 0.02
+    assert s["documents"] == 351 and s["sentences"] == 15000 and s["invalid_utf8_lines"] == 0
+
+
+# ---------------------------------------------------------------------------
+# Determinism, layout of outputs, storage
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> str:
+    """The first ~100 documents, gzipped (inputs may be compressed)."""
+    lines = CORPUS.read_text(encoding="utf-8").splitlines(keepends=True)
+    blank = [i for i, line in enumerate(lines) if not line.strip()]
+    path = tmp_path_factory.mktemp("small") / "shard.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(lines[:blank[100] + 1])
+    return str(path)
+
+
+def test_same_seed_same_bytes_whatever_the_workers(small_corpus, vocab_dirs, tmp_path):
+    vocab = vocab_dirs["wordpiece"]
+    one = create_pretraining_data(small_corpus, str(tmp_path / "w1.tfrecord.gz"), vocab, workers=1, dupe_factor=2)
+    two = create_pretraining_data(small_corpus, str(tmp_path / "w2.tfrecord.gz"), vocab, workers=2, dupe_factor=2)
+    other = create_pretraining_data(small_corpus, str(tmp_path / "s.tfrecord.gz"), vocab, dupe_factor=2,
+                                     seed=shard_seed(12345, 1))
+    data = {name: (tmp_path / f"{name}.tfrecord.gz").read_bytes() for name in ("w1", "w2", "s")}
+    assert data["w1"] == data["w2"] and one["instances"] == two["instances"] > 0
+    assert data["s"] != data["w1"] and other["instances"] > 0
+    assert shard_seed(12345, 1) == shard_seed(12345, "1") != shard_seed(12345, 2) != shard_seed(1, 2)
+
+
+def test_several_output_files_split_the_instances(small_corpus, vocab_dirs, tmp_path):
+    summary = create_pretraining_data(small_corpus, str(tmp_path / "part.tfrecord.gz"), vocab_dirs["character"],
+                                      num_output_files=3, dupe_factor=1)
+    names = [f"part-{i:05d}-of-00003.tfrecord.gz" for i in range(3)]
+    assert summary["outputs"] == [str(tmp_path / n) for n in names]
+    counts = [len(read_records(str(tmp_path / n))["input_mask"]) for n in names]
+    assert sum(counts) == summary["instances"] and max(counts) - min(counts) <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names + ["part.summary.json"])
+
+
+def test_gcs_input_vocab_and_output(gcs, small_corpus, vocab_dirs, tmp_path):
+    storage.copy(small_corpus, f"{gcs}/corpus/shard.txt.gz")
+    storage.copy_tree(vocab_dirs["wordpiece"], f"{gcs}/vocab")
+    local = create_pretraining_data(small_corpus, str(tmp_path / "local.tfrecord.gz"), vocab_dirs["wordpiece"],
+                                    dupe_factor=1)
+    remote = create_pretraining_data(f"{gcs}/corpus/shard.txt.gz", f"{gcs}/out/shard.tfrecord.gz",
+                                     f"{gcs}/vocab", dupe_factor=1)
+    assert storage.read_bytes(f"{gcs}/out/shard.tfrecord.gz") == (tmp_path / "local.tfrecord.gz").read_bytes()
+    assert json.loads(storage.read_text(f"{gcs}/out/shard.summary.json"))["instances"] == local["instances"]
+    assert remote["instances"] == local["instances"]
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------
+
+def test_empty_shard_is_a_clear_error_with_no_output(vocab_dirs, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n   \n", encoding="utf-8")
+    with pytest.raises(BadInput, match="empty.txt: no sentences"):
+        create_pretraining_data(str(empty), str(tmp_path / "out" / "x.tfrecord.gz"), vocab_dirs["wordpiece"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_vocab_dirs_fail_before_any_work(tmp_path):
+    missing = tmp_path / "novocab"
+    missing.mkdir()
+    (missing / "tokenizer_config.json").write_text(json.dumps(files.tokenizer_config(subword_tokenizer_type="wordpiece")))
+    with pytest.raises(BadInput, match="vocab.txt: no such file"):
+        create_pretraining_data(str(tmp_path / "not-read.txt"), str(tmp_path / "o.tfrecord.gz"), str(missing))
+    (missing / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nあ\n", encoding="utf-8")
+    with pytest.raises(BadInput, match=r"must start with \[PAD\] \[UNK\] \[CLS\] \[SEP\] \[MASK\]"):
+        create_pretraining_data(str(tmp_path / "not-read.txt"), str(tmp_path / "o.tfrecord.gz"), str(missing))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["novocab"]
+
+
+def test_invalid_utf8_lines_are_counted_and_skipped(vocab_dirs, tmp_path, capsys):
+    lines = CORPUS.read_bytes().splitlines(keepends=True)[:300]
+    lines[5] = b"\xff\xfe broken line\n"
+    lines[40] = "壊れた行".encode("utf-8")[:-1] + b"\n"  # a cut multi-byte character
+    shard = tmp_path / "shard.txt"
+    shard.write_bytes(b"".join(lines))
+    summary = create_pretraining_data(str(shard), str(tmp_path / "o.tfrecord.gz"), vocab_dirs["wordpiece"])
+    assert summary["invalid_utf8_lines"] == 2 and summary["input_lines"] == 300
+    assert "skipped 2 line(s) of invalid UTF-8 (first at line(s) 6, 41)" in capsys.readouterr().err
+
+
+def test_failure_leaves_no_partial_output(small_corpus, vocab_dirs, tmp_path):
+    data = Path(small_corpus).read_bytes()
+    truncated = tmp_path / "cut.txt.gz"
+    truncated.write_bytes(data[:len(data) * 2 // 3])
+    out = tmp_path / "out"
+    with pytest.raises(BadInput, match="cut.txt.gz: truncated"):
+        create_pretraining_data(str(truncated), str(out / "x.tfrecord.gz"), vocab_dirs["wordpiece"])
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_parameters_are_checked(small_corpus, vocab_dirs, tmp_path):
+    vocab = vocab_dirs["wordpiece"]
+    with pytest.raises(BadInput, match="must end with .tfrecord.gz"):
+        create_pretraining_data(small_corpus, str(tmp_path / "x.tfrecord"), vocab)
+    with pytest.raises(BadInput, match="max_seq_length=4"):
+        create_pretraining_data(small_corpus, str(tmp_path / "x.tfrecord.gz"), vocab, max_seq_length=4)
+    with pytest.raises(BadInput, match="masked_lm_prob=0"):
+        create_pretraining_data(small_corpus, str(tmp_path / "x.tfrecord.gz"), vocab, masked_lm_prob=0)
+
+
+def test_cli(small_corpus, vocab_dirs, tmp_path, capsys):
+    from pipelines.cli import main
+
+    out = str(tmp_path / "cli.tfrecord.gz")
+    assert main(["pretraining-data", small_corpus, out, "--vocab-dir", vocab_dirs["wordpiece"],
+                 "--dupe-factor", "1", "--max-seq-length", "64", "--max-predictions", "10", "--seed", "7"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["summary"] == str(tmp_path / "cli.summary.json") and printed["max_seq_length"] == 64
+    assert printed["mean_tokens_per_instance"] <= 64 and printed["mean_masked_per_instance"] <= 10
+    assert main(["pretraining-data", str(tmp_path / "missing.txt"), out, "--vocab-dir",
+                 vocab_dirs["wordpiece"]]) == 2
+    assert "missing.txt: no such file" in capsys.readouterr().err
