@@ -138,36 +138,48 @@ def _works(cards_root: str, author_ids: list[str]) -> Iterator[str]:
                 yield files[i]
 
 
+def aozora_documents(aozora_dir: str, *, authors: list[str] | None = None, min_length: int = 10,
+                     max_length: int = 200, max_document_sentences: int = 60,
+                     stats: dict | None = None) -> Iterator[tuple[str, list[str]]]:
+    """(title, sentences) for each document of the public-domain works, authors in turn."""
+    author_ids = list(authors or PUBLIC_DOMAIN_AUTHORS)
+    unknown = [a for a in author_ids if a not in PUBLIC_DOMAIN_AUTHORS]
+    if unknown:
+        raise BadInput(f"authors={unknown}: not in the public-domain list {sorted(PUBLIC_DOMAIN_AUTHORS)}")
+    stats = stats if stats is not None else {}
+    stats.setdefault("works", 0)
+    stats.setdefault("works_skipped", 0)
+    for path in _works(aozora_dir, author_ids):
+        with open(path, "rb") as f:
+            text = f.read().decode("cp932", errors="replace").replace("\r\n", "\n")
+        if "\ufffd" in text or not usable_work(text):
+            stats["works_skipped"] += 1
+            continue
+        stats["works"] += 1
+        title = _header(text)[0] if _header(text) else os.path.basename(path)
+        for k, doc in enumerate(work_documents(text, min_length=min_length, max_length=max_length,
+                                               max_document_sentences=max_document_sentences), 1):
+            yield (title if k == 1 else f"{title} ({k})"), doc
+
+
 def build_aozora_corpus(aozora_dir: str, output_uri: str, *, sentences: int = 200_000,
                         authors: list[str] | None = None, min_length: int = 10,
                         max_length: int = 200, max_document_sentences: int = 60) -> dict:
     """Writes about ``sentences`` sentences (whole documents) of public-domain prose."""
     if sentences < 1:
         raise BadInput(f"sentences={sentences}: must be >= 1")
-    author_ids = list(authors or PUBLIC_DOMAIN_AUTHORS)
-    unknown = [a for a in author_ids if a not in PUBLIC_DOMAIN_AUTHORS]
-    if unknown:
-        raise BadInput(f"authors={unknown}: not in the public-domain list {sorted(PUBLIC_DOMAIN_AUTHORS)}")
     progress = Progress("aozora corpus", "sentences", total=sentences)
     stats = {"works": 0, "works_skipped": 0, "documents": 0, "sentences": 0}
+    docs = aozora_documents(aozora_dir, authors=authors, min_length=min_length, max_length=max_length,
+                            max_document_sentences=max_document_sentences, stats=stats)
     with storage.open_write(output_uri, text=True) as out:
-        for path in _works(aozora_dir, author_ids):
+        for _title, doc in docs:
+            doc = doc[: sentences - stats["sentences"]]
+            out.write("\n".join(doc) + "\n\n")
+            stats["documents"] += 1
+            stats["sentences"] += len(doc)
+            progress.add(len(doc))
             if stats["sentences"] >= sentences:
                 break
-            with open(path, "rb") as f:
-                text = f.read().decode("cp932", errors="replace").replace("\r\n", "\n")
-            if "\ufffd" in text or not usable_work(text):
-                stats["works_skipped"] += 1
-                continue
-            stats["works"] += 1
-            for doc in work_documents(text, min_length=min_length, max_length=max_length,
-                                      max_document_sentences=max_document_sentences):
-                doc = doc[: sentences - stats["sentences"]]
-                out.write("\n".join(doc) + "\n\n")
-                stats["documents"] += 1
-                stats["sentences"] += len(doc)
-                progress.add(len(doc))
-                if stats["sentences"] >= sentences:
-                    break
     stats["seconds"] = round(progress.done(), 3)
     return stats

@@ -1,0 +1,267 @@
+"""Wikipedia sentence corpus from a CirrusSearch content dump (SPEC 6.1).
+
+The output is byte-identical to the recipe's ``make_corpus_wiki.py`` on the
+same input and dictionary: same cleaning, same MeCab sentence split, same
+filters. What differs is how: the dump is streamed, pages are processed in
+batches by ``workers`` processes, and batches are written back in input order,
+so the output does not depend on the worker count.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import json
+import multiprocessing
+import re
+import unicodedata
+from concurrent.futures import ProcessPoolExecutor
+
+from components import storage
+from components.errors import BadInput
+from components.mecab import generic_tagger
+from components.progress import Progress
+
+# Cleaning rules, in the recipe's order (applied with re.sub(pattern, "", text)).
+_FOOTNOTE_MARK = re.compile(r"\[\d+?\]")
+_CITATION_NEEDED = re.compile(r"\[要.+?\]")
+_TEMPLATE = re.compile(r"\{\{+[^{}]+?\}\}+")
+_REFERENCE_SECTION = re.compile(r" \^ .+")
+_ANNOTATION = re.compile(r"\[(要出典|リンク切れ|.+?\?)\]")
+_WHITESPACE = re.compile(r"\s+")
+
+DISPLAYSTYLE = "\\displaystyle"  # sentences holding TeX equations are dropped
+
+
+def clean_page_text(text: str, title: str | None = None) -> str:
+    """A page's text with Wikipedia leftovers removed, on one line."""
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isprintable():
+        text = "".join(c for c in text if c.isprintable())
+    text = _FOOTNOTE_MARK.sub("", text)
+    text = _CITATION_NEEDED.sub("", text)
+    text = _TEMPLATE.sub("", text)
+    if title is not None:
+        text = re.sub(r"^.+? \> " + re.escape(title), "", text)  # leading breadcrumb
+    text = _REFERENCE_SECTION.sub("", text)
+    text = _ANNOTATION.sub("", text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+# One line of MeCab's output per token: "surface\tinformation".
+_TOKEN_INFO = re.compile(r"\t[^\n]*\n")
+_PERIOD = re.compile("句点")
+_SPACE = re.compile(" ")
+
+
+class SentenceSplitter:
+    """Splits text after every token MeCab tags as a sentence-final period.
+
+    A token ends a sentence when MeCab's output line for it (after the surface)
+    contains both "記号" and "句点" (UniDic: 補助記号-句点, which also covers
+    ASCII ``.?!`` after NFKC). Text after the last such token is a final
+    sentence. Sentences are not stripped here.
+    """
+
+    def __init__(self, mecab_dic: str = "unidic_lite"):
+        self.mecab_dic = mecab_dic
+        self._tagger = generic_tagger(mecab_dic)
+
+    def __call__(self, text: str) -> list[str]:
+        parsed = self._tagger.parse(text)
+        ends = self._period_ends(text, parsed)
+        if ends is None:
+            return self._split_by_search(text, parsed)
+        sentences, start = [], 0
+        for end in ends:
+            sentences.append(text[start:end])
+            start = end
+        if text[start:]:
+            sentences.append(text[start:])
+        return sentences
+
+    @staticmethod
+    def _period_ends(text: str, parsed: str) -> list[int] | None:
+        """Ends of the sentence-final tokens, found without a Python step per token.
+
+        Valid when MeCab's surfaces tile the text between its spaces (always,
+        for cleaned text): a token's end is then the running length of the
+        surfaces, plus the spaces before it. None when they do not tile.
+        """
+        pieces, ends_nonspace, count, scanned, last_line = [], [], 0, 0, -1
+        for m in _PERIOD.finditer(parsed):
+            line_start = parsed.rfind("\n", 0, m.start()) + 1
+            if line_start == last_line:
+                continue
+            last_line = line_start
+            line_end = parsed.find("\n", line_start)
+            surface, _, info = parsed[line_start:line_end].partition("\t")
+            if "記号" not in info or "句点" not in info:
+                continue
+            piece = _TOKEN_INFO.sub("", parsed[scanned:line_start]) + surface
+            pieces.append(piece)
+            count += len(piece)
+            ends_nonspace.append(count)
+            scanned = line_end + 1
+        pieces.append(_TOKEN_INFO.sub("", parsed[scanned:]))
+        if "".join(pieces).rstrip("\n") != text.replace(" ", "") + "EOS":
+            return None
+        # Space i comes before the non-space characters from shift[i] on.
+        shift = [sp.start() - i for i, sp in enumerate(_SPACE.finditer(text))]
+        return [e + bisect.bisect_right(shift, e - 1) for e in ends_nonspace]
+
+    @staticmethod
+    def _split_by_search(text: str, parsed: str) -> list[str]:
+        """The general walk: each token is looked up in the text from a cursor."""
+        sentences, start, end = [], 0, 0
+        for line in parsed.split("\n"):
+            if line == "EOS":
+                break
+            token, info = line.split("\t", 1)
+            end = text.index(token, end) + len(token)
+            if "記号" in info and "句点" in info:
+                sentences.append(text[start:end])
+                start = end
+        if text[start:]:
+            sentences.append(text[start:])
+        return sentences
+
+    def __getstate__(self):
+        return {"mecab_dic": self.mecab_dic}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+
+COUNTERS = ("pages", "pages_kept", "sentences", "sentences_dropped_short",
+            "sentences_dropped_long", "sentences_dropped_displaystyle")
+
+
+class _PageProcessor:
+    """Turns a batch of dump lines into output text and counts (runs in workers)."""
+
+    def __init__(self, input_uri: str, min_length: int, max_length: int, mecab_dic: str):
+        self.input_uri = input_uri
+        self.min_length = min_length
+        self.max_length = max_length
+        self.split = SentenceSplitter(mecab_dic)
+
+    def page(self, lineno: int, raw: bytes) -> dict | None:
+        """The page on a line, or None for index lines and blank lines."""
+        if not raw.strip():
+            return None
+        try:
+            item = json.loads(raw)
+        except UnicodeDecodeError as e:
+            raise BadInput(f"{self.input_uri}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from e
+        except ValueError as e:
+            raise BadInput(f"{self.input_uri}:{lineno}: invalid JSON ({e})") from e
+        if not isinstance(item, dict):
+            raise BadInput(f"{self.input_uri}:{lineno}: expected a JSON object, got {type(item).__name__}")
+        if "index" in item:
+            return None
+        for key in ("title", "text"):
+            if not isinstance(item.get(key), str):
+                raise BadInput(f"{self.input_uri}:{lineno}: page has no string {key!r}")
+        return item
+
+    def __call__(self, batch: tuple[int, list[bytes]]) -> tuple[bytes, dict]:
+        first_lineno, lines = batch
+        counts = dict.fromkeys(COUNTERS, 0)
+        out: list[str] = []
+        for lineno, raw in enumerate(lines, first_lineno):
+            item = self.page(lineno, raw)
+            if item is None:
+                continue
+            counts["pages"] += 1
+            kept = 0
+            for sentence in self.split(clean_page_text(item["text"], title=item["title"])):
+                sentence = sentence.strip()
+                if len(sentence) < self.min_length:
+                    counts["sentences_dropped_short"] += 1
+                elif len(sentence) > self.max_length:
+                    counts["sentences_dropped_long"] += 1
+                elif DISPLAYSTYLE in sentence:
+                    counts["sentences_dropped_displaystyle"] += 1
+                else:
+                    out.append(sentence)
+                    kept += 1
+            if kept:
+                out.append("")  # a blank line closes each page that kept a sentence
+                counts["pages_kept"] += 1
+                counts["sentences"] += kept
+        return ("\n".join(out) + "\n" if out else "").encode("utf-8"), counts
+
+
+_WORKER: _PageProcessor | None = None
+
+
+def _init_worker(*args) -> None:
+    global _WORKER
+    _WORKER = _PageProcessor(*args)
+
+
+def _work(batch):
+    return _WORKER(batch)
+
+
+def _batches(input_uri: str, max_lines: int = 512, max_bytes: int = 4 << 20):
+    """(first line number, raw lines) batches of the dump, read as a stream."""
+    with storage.open_read(input_uri) as f:
+        lines: list[bytes] = []
+        first, size = 1, 0
+        for lineno, raw in enumerate(f, 1):
+            if not lines:
+                first = lineno
+            lines.append(raw)
+            size += len(raw)
+            if len(lines) >= max_lines or size >= max_bytes:
+                yield first, lines
+                lines, size = [], 0
+        if lines:
+            yield first, lines
+
+
+def _ordered_parallel(fn_init_args, batches, workers: int):
+    """Yields results of ``_work`` over ``batches`` in order, a bounded number in flight."""
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=fn_init_args) as pool:
+        pending: collections.deque = collections.deque()
+        for batch in batches:
+            pending.append(pool.submit(_work, batch))
+            if len(pending) >= 3 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def build_wiki_corpus(input_uri: str, output_uri: str, *, min_length: int = 10, max_length: int = 200,
+                      mecab_dic: str = "unidic_lite", workers: int = 1) -> dict:
+    """CirrusSearch ``.json.gz`` -> sentences, one per line, a blank line after each page.
+
+    ``output_uri`` is gzip-compressed when it ends in ``.gz``. Returns counts of
+    pages and sentences (kept and dropped, by reason) and the seconds taken.
+    """
+    if min_length < 0 or max_length < min_length:
+        raise BadInput(f"min_length={min_length}, max_length={max_length}: need 0 <= min_length <= max_length")
+    if workers < 1:
+        raise BadInput(f"workers={workers}: must be >= 1")
+    init_args = (input_uri, min_length, max_length, mecab_dic)
+    totals = dict.fromkeys(COUNTERS, 0)
+    progress = Progress("wiki corpus", "pages")
+    batches = _batches(input_uri)
+    if workers == 1:
+        processor = _PageProcessor(*init_args)
+        results = map(processor, batches)
+    else:
+        SentenceSplitter(mecab_dic)  # a bad dictionary fails here, not in a worker
+        results = _ordered_parallel(init_args, batches, workers)
+    with storage.open_write(output_uri) as out:
+        for chunk, counts in results:
+            out.write(chunk)
+            for k, v in counts.items():
+                totals[k] += v
+            progress.add(counts["pages"])
+    totals["seconds"] = round(progress.done(), 3)
+    return totals
