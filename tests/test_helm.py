@@ -33,6 +33,7 @@ GOOD_VALUES = {
         "serviceAccount": {"create": False, "name": "team-runner"},
         "rbac": {"create": False},
         "kfp": {"endpoint": "https://kubeflow.example.com/pipeline", "multiUser": True},
+        "hookJob": {"podAnnotations": {"sidecar.istio.io/inject": "false"}},
         "pipeline": {"runOnInstall": True, "parameters": {"wikipedia_dump_date": "20240101"}},
         "schedule": {"enabled": False, "name": "x", "cron": "0 0 3 1 * *"},
     },
@@ -206,6 +207,7 @@ def test_run_on_install_submits_after_compiling_and_nothing_without_actions():
     assert names == ["compile", "submit"]
     submit = pod_containers(job)[1]["args"]
     assert dict(zip(submit[1::2], submit[2::2]))["--namespace"] == NAMESPACE
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
     spec = job["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == "team-runner"
     (token,) = [v for v in spec["volumes"] if v["name"] == "kfp-token"]
