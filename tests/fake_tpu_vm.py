@@ -87,7 +87,7 @@ def fake_train(argv: list[str], docker_argv: list[str], image: str, env: dict) -
     start = latest_step(model_dir)
     _journal({"node": os.environ.get("FAKE_TPU_NODE"), "image": image, "argv": argv,
               "docker_argv": docker_argv, "env": env, "stage": stage, "start_step": start})
-    if not storage.glob(args.data):
+    if not all(storage.glob(part) for part in args.data.split(",")):
         print(f"fake trainer: --data {args.data} matches nothing")
         return 1
     step_s = float(os.environ.get("FAKE_TRAIN_STEP_S", "0.05"))

@@ -97,11 +97,33 @@ def test_happy_path_trains_both_stages_on_one_vm_and_deletes_it(tpu, job, tmp_pa
                                  "--strategy", "tpu", "--tpu", "local", "--train-steps", str(STEPS)]
     for st in job["stages"]:
         assert storage.exists(f"{st['model_dir']}/ckpt-{STEPS}.index")
+    # The loss curve comes from the heartbeats the controller followed.
+    history = result["stages"][0]["history"]
+    assert history and history[-1][0] == STEPS and all(a[0] < b[0] for a, b in zip(history, history[1:]))
 
 
-def test_preemption_mid_stage_recreates_the_vm_and_resumes_from_the_checkpoint(tpu, job, tmp_path, monkeypatch):
+def test_the_pipelines_stage_plan_trains_on_tpu(tpu, job, tmp_path):
+    from components.train.stages import stage_plan, train_stages
+
+    data = f"{job['root']}/data"
+    plan = stage_plan(config="tiny", model_root=f"{job['root']}/plan",
+                      stage1_data=[f"{data}/cc100/shard-00000.tfrecord.gz", f"{data}/cc100/shard-00001.tfrecord.gz"],
+                      stage2_data=[f"{data}/wiki/shard-00000.tfrecord.gz"], train_steps=(10, 0))
+    settings = {"project": PROJECT, "zone": ZONE, "node_name": "bertja-plan", "accelerator_type": "v3-8",
+                "runtime_version": "", "spot": False, "price_per_hour": 1.0, "labels": {"bertja-variant": "wordpiece"},
+                "trainer_image": IMAGE, "train_steps": 20, "poll_s": 0.1, "api_endpoint": tpu.endpoint}
+    result = train_stages(plan, tokenizer_dir=job["tokenizer_dir"], backend="tpu", tpu=settings)
+    assert result["model_dir"] == plan[1]["model_dir"]
+    assert [(s["stage"], s["step"]) for s in result["stages"]] == [(1, 10), (2, 20)]
+    assert _journal(tmp_path)[0]["argv"][5] == plan[0]["data"]  # the comma-joined shard list, intact
+    assert tpu.node_state(_node_path("bertja-plan")) is None
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["node", "queued-resource"])
+def test_preemption_mid_stage_recreates_the_vm_and_resumes_from_the_checkpoint(tpu, job, tmp_path, monkeypatch,
+                                                                               queued):
     monkeypatch.setitem(tpu.vm_env, "FAKE_TRAIN_PREEMPT", "2:15")  # after ckpt-10 of stage 2
-    result = _train(tpu, job, spot=True)
+    result = _train(tpu, job, spot=True, queued=queued)
 
     assert result["recreations"] == 1 and result["vm_count"] == 2
     assert result["interruptions"] == [{"stage": 2, "reason": "node PREEMPTED", "resume_from_step": 10}]
@@ -113,7 +135,10 @@ def test_preemption_mid_stage_recreates_the_vm_and_resumes_from_the_checkpoint(t
     first, second = (c["metadata"]["startup-script"] for c in tpu.created)
     stage1_dir = job["stages"][0]["model_dir"]
     assert f"run_stage {stage1_dir} train" in first and f"run_stage {stage1_dir} train" not in second
-    assert all(c["schedulingConfig"] == {"spot": True} for c in tpu.created)
+    if queued:  # spot is the queued resource's; the node spec carries no scheduling of its own
+        assert tpu.queued == {}
+    else:
+        assert all(c["schedulingConfig"] == {"spot": True} for c in tpu.created)
     assert tpu.node_state(_node_path("bertja-test")) is None
 
 

@@ -152,6 +152,7 @@ class _StageRun:
         self.vm_count = 0
         self._vm_started: float | None = None
         self.metrics: dict[int, dict] = {}
+        self.history: dict[int, list] = {}  # stage -> [[step, loss], ...] from the heartbeats seen
         self.interruptions: list[dict] = []
 
     # VM lifetime -------------------------------------------------------------
@@ -198,18 +199,20 @@ class _StageRun:
         last, fresh, changed_at = baseline, False, time.monotonic()
         while True:
             current = status.read(model_dir)
+            hb = current["heartbeat"]
+            if hb != last:
+                last, fresh, changed_at = hb, True, time.monotonic()
+                log(f"stage {number}: {_metrics_line(hb)}")
+                self._record(number, hb)
             if current["failed"]:
                 failed = current["failed"]
                 raise TrainingFailed(f"stage {number} failed on TPU node {self.name}: "
                                      f"{failed.get('error')}\n--- log tail ---\n{failed.get('log_tail', '')}")
             if current["complete"]:
                 self.metrics[number] = current["complete"]
+                self._record(number, current["complete"])
                 log(f"stage {number} complete: {_metrics_line(current['complete'])}")
                 return
-            hb = current["heartbeat"]
-            if hb != last:
-                last, fresh, changed_at = hb, True, time.monotonic()
-                log(f"stage {number}: {_metrics_line(hb)}")
             node = self.control.get_node(self.name)
             state = control.state_name(node) if node is not None else "GONE"
             if state in LOST_STATES or state == "GONE":
@@ -219,6 +222,14 @@ class _StageRun:
             if silent > limit:
                 raise _Lost(f"no {'new ' if fresh else ''}heartbeat for {silent:.0f}s (node {state})")
             time.sleep(self.poll_s)
+
+    def _record(self, number: int, point: dict | None) -> None:
+        """Adds (step, loss) to the stage's loss curve when it is a new step."""
+        if not point or point.get("step") is None or point.get("loss") is None:
+            return
+        curve = self.history.setdefault(number, [])
+        if not curve or point["step"] > curve[-1][0]:
+            curve.append([point["step"], point["loss"]])
 
     def run(self, stages: list[dict], max_recreations: int) -> None:
         remaining = self._incomplete(stages)
@@ -359,8 +370,8 @@ def train_on_tpu(*, project: str, zone: str, node_name: str, stages: list[dict],
         "accelerator_type": spec.accelerator_type, "runtime_version": spec.runtime_version,
         "spot": spot, "preemptible": preemptible, "trainer_image": image,
         "model_dir": stages[-1]["model_dir"],
-        "stages": [{**(run.metrics.get(s["stage"]) or {}), "stage": s["stage"], "model_dir": s["model_dir"]}
-                   for s in stages],
+        "stages": [{**(run.metrics.get(s["stage"]) or {}), "stage": s["stage"], "model_dir": s["model_dir"],
+                    "history": run.history.get(s["stage"], [])} for s in stages],
         "final_metrics": run.metrics.get(stages[-1]["stage"]),
         "recreations": len(run.interruptions), "interruptions": run.interruptions,
         "vm_count": run.vm_count, "tpu_hours": round(hours, 6),
