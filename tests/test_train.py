@@ -188,3 +188,15 @@ def test_trains_on_the_output_of_the_tokenizer_and_pretraining_data_steps(tmp_pa
     assert description["tokenizer"]["subword_tokenizer_type"] == "wordpiece"
     with pytest.raises(BadInput, match="seq_length is 512"):
         trainer.train(config="tiny", stage=2, data=parts[0], model_dir=str(tmp_path / "model2"), tokenizer_dir=tok)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "holds no TFRecord"),
+    (b"\x1f\x8b\x08\x00garbage-not-deflate-data", "corrupt GZIP TFRecord"),
+    (b"sentence one\nsentence two\n" * 10, "not a TFRecord file"),
+])
+def test_data_that_is_not_tfrecords_is_bad_input(tmp_path, content, message):
+    path = tmp_path / "shard.tfrecord.gz"
+    path.write_bytes(content)
+    with pytest.raises(BadInput, match=message):
+        trainer.check_data(str(path), seq_length=128, max_predictions_per_seq=19, vocab_size=VOCAB_SIZE)

@@ -27,6 +27,7 @@ import struct
 import sys
 import time
 import traceback
+import zlib
 
 import yaml
 
@@ -121,23 +122,35 @@ def _tokenizer_facts(tokenizer_dir: str) -> tuple[int, dict]:
 
 
 def _first_record(uri: str) -> bytes:
-    """The first record of a TFRecord file (GZIP or not, by its magic bytes), via storage."""
+    """The first record of a TFRecord file, GZIP or not (by its magic bytes); reads only that far."""
     with storage.open_read(uri, decompress=False) as raw:
-        head = raw.read(2)
-        rest = raw.read()
-    data = head + rest
-    if head == b"\x1f\x8b":
+        compressed = raw.read(2) == b"\x1f\x8b"
+    with storage.open_read(uri, decompress=False) as raw:
+        stream = gzip.GzipFile(fileobj=raw) if compressed else raw
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
+            header = stream.read(12)
+            if len(header) < 12:
+                raise BadInput(f"{uri}: holds no TFRecord (empty or truncated)")
+            length, length_crc = struct.unpack("<QI", header)
+            if _masked_crc32c(header[:8]) != length_crc:
+                raise BadInput(f"{uri}: not a TFRecord file (the first record's length checksum is wrong)")
+            record = stream.read(length)
+            record_crc = stream.read(4)
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
             raise BadInput(f"{uri}: corrupt GZIP TFRecord file ({e})") from e
-    if len(data) < 12:
-        raise BadInput(f"{uri}: holds no TFRecord (empty or truncated)")
-    (length,) = struct.unpack("<Q", data[:8])
-    record = data[12:12 + length]
-    if len(record) != length:
+    if len(record) != length or len(record_crc) != 4:
         raise BadInput(f"{uri}: truncated TFRecord (first record claims {length} bytes)")
+    if _masked_crc32c(record) != struct.unpack("<I", record_crc)[0]:
+        raise BadInput(f"{uri}: corrupt TFRecord (the first record's checksum is wrong)")
     return record
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC32C, rotated right by 15 bits, plus a constant."""
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def check_data(uri: str, *, seq_length: int, max_predictions_per_seq: int, vocab_size: int) -> dict:
@@ -147,9 +160,10 @@ def check_data(uri: str, *, seq_length: int, max_predictions_per_seq: int, vocab
     """
     from tensorflow.core.example import example_pb2
 
+    record = _first_record(uri)
     example = example_pb2.Example()
     try:
-        example.ParseFromString(_first_record(uri))
+        example.ParseFromString(record)
     except Exception as e:  # protobuf's DecodeError has no stable import path
         raise BadInput(f"{uri}: first record is not a tf.train.Example ({e})") from e
     feature = example.features.feature
