@@ -18,6 +18,7 @@ import contextlib
 import fnmatch
 import gzip
 import io
+import json
 import lzma
 import os
 import shutil
@@ -268,6 +269,17 @@ def read_text(uri: str) -> str:
 def read_bytes(uri: str) -> bytes:
     with open_read(uri, decompress=False) as f:
         return f.read()
+
+
+def read_json_object(uri: str) -> dict:
+    """A JSON file that must hold one object; anything else is bad input naming the file."""
+    try:
+        data = json.loads(read_text(uri))
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{uri}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise BadInput(f"{uri}: expected a JSON object")
+    return data
 
 
 def iter_lines(uri: str) -> Iterator[tuple[int, str]]:

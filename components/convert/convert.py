@@ -138,13 +138,7 @@ def _trainer_metadata(bundle: TensorBundle) -> tuple[dict, str | None]:
     uri = storage.join(directory, train_configs.MODEL_DESCRIPTION)
     if not storage.exists(uri):
         return {}, None
-    try:
-        data = json.loads(storage.read_text(uri))
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{uri}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise BadInput(f"{uri}: expected a JSON object")
-    return data, uri
+    return storage.read_json_object(uri), uri
 
 
 def bert_config(*, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int,

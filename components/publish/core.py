@@ -44,16 +44,6 @@ SOURCE_NOTES = {
 }
 
 
-def _read_json(uri: str) -> dict:
-    try:
-        data = json.loads(storage.read_text(uri))
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{uri}: not valid JSON ({e})") from e
-    if not isinstance(data, dict):
-        raise BadInput(f"{uri}: expected a JSON object")
-    return data
-
-
 def count_parameters(safetensors_uri: str) -> int:
     """Parameter count from a safetensors header alone (no torch, no full read)."""
     with storage.open_read(safetensors_uri, decompress=False) as f:
@@ -83,8 +73,8 @@ def describe_model(model_dir: str) -> dict:
         if not storage.exists(storage.join(model_dir, name)):
             raise BadInput(f"{storage.join(model_dir, name)}: missing; publish takes a converted model "
                            "directory (bertja convert)")
-    config = _read_json(storage.join(model_dir, "config.json"))
-    tokenizer = _read_json(storage.join(model_dir, tokenizer_files.TOKENIZER_CONFIG_FILE))
+    config = storage.read_json_object(storage.join(model_dir, "config.json"))
+    tokenizer = storage.read_json_object(storage.join(model_dir, tokenizer_files.TOKENIZER_CONFIG_FILE))
     try:
         hidden, layers = int(config["hidden_size"]), int(config["num_hidden_layers"])
         info = {
@@ -105,7 +95,7 @@ def describe_model(model_dir: str) -> dict:
     info["num_parameters"] = count_parameters(storage.join(model_dir, "model.safetensors"))
     conversion_uri = storage.join(model_dir, CONVERSION_FILE)
     if storage.exists(conversion_uri):
-        info["global_step"] = _read_json(conversion_uri).get("global_step")
+        info["global_step"] = storage.read_json_object(conversion_uri).get("global_step")
     return info
 
 
@@ -120,7 +110,7 @@ def _normalise_sources(sources) -> list[dict]:
     if sources is None:
         return []
     if isinstance(sources, str):
-        sources = _read_json(sources)
+        sources = storage.read_json_object(sources)
     if isinstance(sources, dict):
         out = []
         for name, detail in sources.items():
@@ -258,7 +248,7 @@ def publish_model(model_dir: str, release_uri: str, *, metrics: dict | str | Non
     """
     info = describe_model(model_dir)
     if isinstance(metrics, str):
-        metrics = _read_json(metrics)
+        metrics = storage.read_json_object(metrics)
     source_list = _normalise_sources(sources)
     model_name = model_name or default_model_name(info)
     variant = variant or f"{info['size']}, {info['subword_tokenizer_type']}"
@@ -321,7 +311,7 @@ def _promote_local(staging: str, release_uri: str) -> None:
 
 def _promote_gcs(staging: str, release_uri: str, names: list[str], manifest_text: str) -> None:
     manifest_uri = storage.join(release_uri, MANIFEST)
-    previous = set(_read_json(manifest_uri).get("files", {})) if storage.exists(manifest_uri) else set()
+    previous = set(storage.read_json_object(manifest_uri).get("files", {})) if storage.exists(manifest_uri) else set()
     storage.remove(manifest_uri)  # from here until the end, the release reads as incomplete
     for name in names:
         storage.copy(storage.join(staging, name), storage.join(release_uri, name))  # server-side
