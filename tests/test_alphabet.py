@@ -69,7 +69,7 @@ def test_alphabet_is_the_printable_nfkc_characters_of_surfaces_in_code_point_ord
 
 
 def test_row_with_empty_surface_counts_as_double_quote(tmp_path):
-    # UniDic's row for the double quote reads back with an empty column 1.
+    # UniDic's row for the double quote reads back with an empty first column.
     rows = unidic_rows(["あ"]) + [["", "5968", "5968", "1000", "補助記号"]]
     lex = write_lex(tmp_path / "lex.csv", rows)
     out = tmp_path / "alphabet.txt"

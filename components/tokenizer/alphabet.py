@@ -78,7 +78,7 @@ def build_alphabet(lex_csv_uri: str, output_uri: str) -> dict:
     if rows == 0:
         raise BadInput(f"{lex_csv_uri}: no lexicon rows (empty file)")
     if surfaces == 0:
-        raise BadInput(f"{lex_csv_uri}: no surface forms (column 1 is empty on all {rows:,} rows)")
+        raise BadInput(f"{lex_csv_uri}: no surface forms (the first column is empty on all {rows:,} rows)")
     alphabet = sorted(chars)
     with storage.open_write(output_uri, text=True) as f:
         for char in alphabet:
