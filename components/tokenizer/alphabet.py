@@ -15,8 +15,8 @@ from components import storage
 from components.errors import BadInput
 from components.progress import Progress
 
-# In UniDic's lex.csv the row for the double quote has a surface that the csv
-# module reads as empty; the recipe counts it as '"', and so do we.
+# The recipe reads an empty surface as the double quote (UniDic's row for '"'
+# does not survive CSV parsing as such); so do we, so that '"' is in the alphabet.
 EMPTY_SURFACE_MEANS = '"'
 
 
