@@ -112,6 +112,19 @@ def test_a_restart_resumes_from_the_latest_checkpoint(work, stage1, caplog):
     assert status.read(str(model_dir))["complete"]["step"] == 6
 
 
+def test_rerunning_a_finished_stage_trains_nothing_and_reports_complete(work, stage1):
+    model_dir = work / "model_rerun"
+    shutil.copytree(stage1[0], model_dir)
+    shutil.rmtree(model_dir / "status")
+    result = trainer.train(config="tiny", stage=1, data=str(work / "stage1" / "*.gz"), model_dir=str(model_dir),
+                           tokenizer_dir=str(work / "tok"), train_steps=4)
+    assert result["step"] == 4 and result["resumed_from"] == str(model_dir / "ckpt-4")
+    assert result["loss"] is None  # no loop ran
+    state = status.read(str(model_dir))
+    assert state["heartbeat"]["step"] == 4 and state["heartbeat"]["loss"] is None  # the trainer came up
+    assert state["complete"]["step"] == 4 and state["failed"] is None
+
+
 @pytest.mark.parametrize("change,message", [
     (dict(config="huge"), "--config 'huge'"),
     (dict(data="{work}/nothing/*.gz"), "matches no file"),

@@ -249,6 +249,12 @@ class _Monitor:
         self.first_loop_end: tuple[int, float] | None = None  # steady-state rates start here
         self.metrics: dict[str, float] = {}
 
+    def started(self) -> None:
+        """The first heartbeat: the trainer is up (checkpoint restored, about to trace the first loop)."""
+        status.write_heartbeat(self.model_dir, stage=self.stage, step=self.start_step, train_steps=self.train_steps,
+                               loss=None, steps_per_sec=None, examples_per_sec=None)
+        self.start_time = self.last_time = time.monotonic()
+
     def __call__(self, output) -> None:
         now, step = time.monotonic(), int(self.trainer.global_step.numpy())
         steps_per_sec = (step - self.last_step) / max(now - self.last_time, 1e-9)
@@ -414,6 +420,7 @@ def _train(*, prof, st, files, model_dir, vocab_size, tokenizer, init_checkpoint
     monitor = _Monitor(runner.trainer, model_dir=model_dir, stage=st.number, train_steps=total,
                        batch_size=data_cfg.global_batch_size, log=log)
     runner.controller.train_actions = (*runner.controller.train_actions, monitor)
+    monitor.started()
     # What runner.run() does in "train" mode, without its FLOPs profiling pass afterwards.
     with distribution.scope():
         runner.controller.train(steps=total)
