@@ -171,3 +171,11 @@ def test_runtime_versions_follow_the_accelerator_generation():
         control.check_runtime_version("tpu-vm-pt-2.0", "v3-8")
     with pytest.raises(BadInput, match="not a base runtime for v6e"):
         control.check_runtime_version("tpu-ubuntu2204-base", "v6e-8")
+
+
+def test_without_an_endpoint_application_default_credentials_are_required(tmp_path):
+    env = {**os.environ, "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json")}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "tpu", "status", "--project", PROJECT,
+                           "--zone", ZONE, "--name", "any"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "Application Default Credentials" in proc.stderr and "Traceback" not in proc.stderr
