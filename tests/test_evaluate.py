@@ -146,7 +146,8 @@ def test_masked_lm_and_nsp_metrics_count_only_real_predictions(model_dir, tmp_pa
     data = str(tmp_path / "heldout.tfrecord.gz")
     _write_with_tensorflow(data, examples)
 
-    metrics = core.evaluate_model(model_dir, output_dir=str(tmp_path / "out"), eval_data=[data], batch_size=8)
+    metrics = core.evaluate_model(model_dir, output_dir=str(tmp_path / "out"), eval_data=[data],
+                                  batch_size=8)["metrics"]
     assert metrics["eval_examples"] == 20
     assert metrics["masked_tokens"] == right + wrong
     assert metrics["masked_lm_accuracy"] == pytest.approx(right / (right + wrong))
@@ -155,7 +156,7 @@ def test_masked_lm_and_nsp_metrics_count_only_real_predictions(model_dir, tmp_pa
         np.exp(metrics["masked_lm_loss"]))
 
     limited = core.evaluate_model(model_dir, output_dir=str(tmp_path / "out2"), eval_data=[data], batch_size=8,
-                                  max_eval_batches=2)
+                                  max_eval_batches=2)["metrics"]
     assert limited["eval_examples"] == 16
 
 
@@ -171,7 +172,8 @@ def test_fill_mask_report_for_people_and_machines(model_dir, tmp_path):
     report = (out / "report.md").read_text(encoding="utf-8")
     assert all(s in report for s in core.DEFAULT_SENTENCES) and "| rank | token | score |" in report
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["fill_mask"] == metrics["fill_mask"]
-    assert "masked_lm_accuracy" not in metrics  # no held-out data given
+    assert metrics["metrics"] == {}  # no held-out data given
+    assert metrics["files"] == ["metrics.json", "report.md", "fill_mask.json"] and metrics["markdown"] == report
 
 
 def test_cli_sentences_file_overrides_and_bad_lines_are_named(model_dir, tmp_path):
@@ -213,9 +215,9 @@ def test_finetune_learns_an_easy_classification(model_dir, tmp_path):
                                   finetune_train=str(tmp_path / "train.jsonl"),
                                   finetune_eval=str(tmp_path / "eval.jsonl"), finetune_epochs=10,
                                   finetune_learning_rate=3e-3, finetune_batch_size=4)
-    assert metrics["finetune_task"] == "text_classification"
-    assert metrics["finetune_labels"] == sorted(words)
-    assert metrics["finetune_accuracy"] >= 0.9 and metrics["finetune_macro_f1"] >= 0.9
+    assert metrics["finetune"]["task"] == "text_classification"
+    assert metrics["finetune"]["labels"] == sorted(words)
+    assert metrics["metrics"]["finetune_accuracy"] >= 0.9 and metrics["metrics"]["finetune_macro_f1"] >= 0.9
     assert "finetune_accuracy" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
 
 
@@ -227,7 +229,8 @@ def test_finetune_sentence_pairs_and_bad_labels(model_dir, tmp_path):
     metrics = core.evaluate_model(model_dir, output_dir=str(tmp_path / "out"),
                                   finetune_train=str(tmp_path / "train.jsonl"),
                                   finetune_eval=str(tmp_path / "eval.jsonl"), finetune_epochs=1)
-    assert metrics["finetune_task"] == "sentence_pair_classification" and metrics["finetune_eval_examples"] == 2
+    assert metrics["finetune"]["task"] == "sentence_pair_classification"
+    assert metrics["metrics"]["finetune_eval_examples"] == 2
 
     _write_jsonl(tmp_path / "eval.jsonl", [{**pairs[0], "label": "contradiction"}])
     with pytest.raises(BadInput, match=r"eval\.jsonl: labels \['contradiction'\] do not occur in .*train\.jsonl"):
@@ -254,6 +257,6 @@ def test_model_and_data_on_gcs(model_dir, tmp_path, gcs):
     storage.copy(local_data, remote_data)
     out = storage.join(gcs, "eval/out")
     metrics = core.evaluate_model(remote_model, output_dir=out, eval_data=[remote_data], top_k=2)
-    assert metrics["eval_examples"] == 4
-    assert json.loads(storage.read_text(storage.join(out, "metrics.json")))["eval_examples"] == 4
+    assert metrics["metrics"]["eval_examples"] == 4
+    assert json.loads(storage.read_text(storage.join(out, "metrics.json")))["metrics"]["eval_examples"] == 4
     assert gzip.decompress(storage.read_bytes(remote_data))  # stored compressed, read as records

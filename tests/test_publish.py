@@ -19,7 +19,8 @@ from components.tokenizer import files as tokenizer_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = {"wikipedia": {"dump_date": "20240801"}, "cc-100": {"url": "https://data.statmt.org/cc-100/ja.txt.xz"}}
-METRICS = {"masked_lm_accuracy": 0.4321, "masked_lm_loss": 3.25, "next_sentence_accuracy": 0.9,
+# As bertja evaluate writes metrics.json (numbers nested under "metrics").
+METRICS = {"metrics": {"masked_lm_accuracy": 0.4321, "masked_lm_loss": 3.25, "next_sentence_accuracy": 0.9},
            "eval_data": ["/data/heldout-00000.tfrecord.gz"],
            "fill_mask": [{"sentence": "猫が[MASK]で寝ている。",
                           "predictions": [{"token": "家", "score": 0.5, "filled": "猫が家で寝ている。"}]}]}
@@ -49,8 +50,12 @@ def _files(root: str) -> dict[str, bytes]:
 
 def test_local_release_has_model_card_manifest_and_loads(model_dir, tmp_path):
     release = str(tmp_path / "releases" / "v1")
-    summary = publish_model(model_dir, release, metrics=METRICS, sources=SOURCES)
+    flat_sources = {"wikipedia_dump_date": "20240801", "cc100_url": "https://data.statmt.org/cc-100/ja.txt.xz"}
+    summary = publish_model(model_dir, release, metrics=METRICS["metrics"], sources=flat_sources)
     released = _files(release)
+    card = released[MODEL_CARD].decode("utf-8")
+    assert "- **wikipedia** (dump_date: `20240801`)" in card and "- **cc-100** (url: `https://data" in card
+    assert "| masked_lm_accuracy | 0.4321 |" in card
     for name, data in _files(model_dir).items():
         assert released[name] == data, name
     manifest = json.loads(released[MANIFEST])

@@ -34,13 +34,13 @@ def main(argv: list[str], prog: str = "bertja evaluate") -> int:
     parser.add_argument("--finetune-batch-size", type=int, default=16, help="(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    metrics = core.evaluate_model(
+    result = core.evaluate_model(
         args.model_dir, output_dir=args.output_dir, eval_data=args.eval_data, sentences=args.sentences,
         top_k=args.top_k, batch_size=args.batch_size, max_eval_batches=args.max_eval_batches,
         finetune_train=args.finetune_train, finetune_eval=args.finetune_eval,
         finetune_epochs=args.finetune_epochs, finetune_max_seq_length=args.finetune_max_seq_length,
         finetune_learning_rate=args.finetune_learning_rate,
         finetune_batch_size=args.finetune_batch_size, seed=args.seed)
-    print(core.render_report(metrics))
-    print(json.dumps({k: v for k, v in metrics.items() if k != "fill_mask"}, ensure_ascii=False, indent=2))
+    print(result["markdown"])
+    print(json.dumps(result["metrics"], ensure_ascii=False, indent=2))
     return 0

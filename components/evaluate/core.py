@@ -212,9 +212,12 @@ def evaluate_model(model_dir: str, *, output_dir: str, eval_data: tuple[str, ...
                    finetune_batch_size: int = 16, seed: int = 0) -> dict:
     """Runs the evaluations and writes ``metrics.json``, ``report.md`` and ``fill_mask.json``.
 
-    Returns the metrics: ``masked_lm_accuracy``, ``masked_lm_loss``, ``next_sentence_accuracy``, ...
-    (present when ``eval_data`` is given), ``finetune_accuracy`` and ``finetune_macro_f1`` (when
-    ``finetune_train``/``finetune_eval`` are given), and ``fill_mask`` (the answers).
+    Returns ``{"model_dir", "metrics", "fill_mask", "eval_data", "finetune", "files", "markdown"}``:
+    ``metrics`` holds numbers only (``masked_lm_accuracy``, ``masked_lm_loss``,
+    ``masked_lm_perplexity``, ``next_sentence_accuracy``, ``next_sentence_loss``, ``eval_examples``,
+    ``masked_tokens`` with ``eval_data``; ``finetune_accuracy``, ``finetune_macro_f1``, ... with
+    fine-tuning data); ``files`` are the written names relative to ``output_dir``; ``markdown`` is
+    the report. ``metrics.json`` holds all of it but the markdown.
     """
     import torch
 
@@ -225,25 +228,28 @@ def evaluate_model(model_dir: str, *, output_dir: str, eval_data: tuple[str, ...
     sentence_list = read_sentences(sentences) if sentences else list(DEFAULT_SENTENCES)
     tokenizer, model = load_model(model_dir)
 
-    metrics: dict = {"model_dir": model_dir}
-    metrics["fill_mask"] = fill_mask(tokenizer, model, sentence_list, top_k=top_k)
+    result: dict = {"model_dir": model_dir, "metrics": {}, "eval_data": eval_data, "finetune": None}
+    result["fill_mask"] = fill_mask(tokenizer, model, sentence_list, top_k=top_k)
     if eval_data:
-        metrics.update(pretraining_metrics(model, eval_data, batch_size=batch_size,
-                                           max_eval_batches=max_eval_batches))
-        metrics["eval_data"] = eval_data
+        result["metrics"].update(pretraining_metrics(model, eval_data, batch_size=batch_size,
+                                                     max_eval_batches=max_eval_batches))
     if finetune_train:
-        result = finetune.finetune_classification(
+        finetuned = finetune.finetune_classification(
             _local_model_dir(model_dir), tokenizer, finetune_train, finetune_eval, epochs=finetune_epochs,
             max_seq_length=finetune_max_seq_length, learning_rate=finetune_learning_rate,
             batch_size=finetune_batch_size, seed=seed)
-        metrics.update({f"finetune_{k}": v for k, v in result.items()})
+        result["finetune"] = {"task": finetuned.pop("task"), "labels": finetuned.pop("labels"),
+                              "train_data": finetune_train, "eval_data": finetune_eval}
+        result["metrics"].update({f"finetune_{k}": v for k, v in finetuned.items()})
 
+    result["files"] = [METRICS_FILE, REPORT_FILE, FILL_MASK_FILE]
     storage.write_text(storage.join(output_dir, METRICS_FILE),
-                       json.dumps(metrics, ensure_ascii=False, indent=2) + "\n")
+                       json.dumps(result, ensure_ascii=False, indent=2) + "\n")
     storage.write_text(storage.join(output_dir, FILL_MASK_FILE),
-                       json.dumps(metrics["fill_mask"], ensure_ascii=False, indent=2) + "\n")
-    storage.write_text(storage.join(output_dir, REPORT_FILE), render_report(metrics))
-    return metrics
+                       json.dumps(result["fill_mask"], ensure_ascii=False, indent=2) + "\n")
+    result["markdown"] = render_report(result)
+    storage.write_text(storage.join(output_dir, REPORT_FILE), result["markdown"])
+    return result
 
 
 def _fmt(value) -> str:
@@ -252,17 +258,20 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def render_report(metrics: dict) -> str:
+def render_report(result: dict) -> str:
     """The Markdown a person reads: metric tables, then each sentence's top answers."""
-    lines = [f"# Evaluation of `{metrics['model_dir']}`", ""]
-    scalar = [(k, v) for k, v in metrics.items()
-              if k not in ("model_dir", "fill_mask", "eval_data", "finetune_labels") and not isinstance(v, (list, dict))]
-    if scalar:
-        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in scalar] + [""]
-    if metrics.get("eval_data"):
-        lines += ["Held-out data: " + ", ".join(f"`{u}`" for u in metrics["eval_data"]), ""]
+    lines = [f"# Evaluation of `{result['model_dir']}`", ""]
+    if result["metrics"]:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in result["metrics"].items()]
+        lines.append("")
+    if result.get("eval_data"):
+        lines += ["Held-out data: " + ", ".join(f"`{u}`" for u in result["eval_data"]), ""]
+    if result.get("finetune"):
+        ft = result["finetune"]
+        lines += [f"Fine-tuning: {ft['task']} on `{ft['train_data']}`, evaluated on `{ft['eval_data']}`; "
+                  f"labels: {', '.join(ft['labels'])}.", ""]
     lines += ["## Fill-mask", ""]
-    for item in metrics["fill_mask"]:
+    for item in result["fill_mask"]:
         lines += [f"**{item['sentence']}**", "", "| rank | token | score | sentence |", "|---|---|---|---|"]
         lines += [f"| {i} | {p['token']} | {p['score']:.4f} | {p['filled']} |"
                   for i, p in enumerate(item["predictions"], 1)]

@@ -106,19 +106,32 @@ def default_model_name(info: dict) -> str:
 
 
 def _normalise_sources(sources) -> list[dict]:
-    """Sources as a list of {"name", ...details}: from a dict name -> str|dict, or a list of dicts."""
+    """Sources as a list of ``{"name", ...details}``.
+
+    Accepts ``{name: {detail: value}}``, flat ``{"wikipedia_dump_date": ..., "cc100_url": ...}``
+    (grouped by the known source the key starts with), a list of ``{"name": ...}`` or a JSON URI.
+    """
     if sources is None:
         return []
     if isinstance(sources, str):
         sources = storage.read_json_object(sources)
-    if isinstance(sources, dict):
-        out = []
-        for name, detail in sources.items():
-            out.append({"name": name, **(detail if isinstance(detail, dict) else {"detail": str(detail)})})
-        return out
     if isinstance(sources, list) and all(isinstance(s, dict) and "name" in s for s in sources):
         return [dict(s) for s in sources]
-    raise BadInput("sources: expected {name: detail} or a list of {\"name\": ...} objects")
+    if not isinstance(sources, dict):
+        raise BadInput("sources: expected {name: detail} or a list of {\"name\": ...} objects")
+    grouped: dict[str, dict] = {}
+    for key, detail in sources.items():
+        if isinstance(detail, dict):
+            grouped.setdefault(key, {}).update(detail)
+            continue
+        name, field = key, "detail"
+        flat = key.lower().replace("-", "")
+        for known in SOURCE_NOTES:
+            prefix = known.replace("-", "")
+            if flat.startswith(prefix + "_"):
+                name, field = known, flat[len(prefix) + 1:]
+        grouped.setdefault(name, {})[field] = str(detail)
+    return [{"name": name, **details} for name, details in grouped.items()]
 
 
 def _source_note(name: str) -> tuple[str | None, str | None]:
@@ -178,16 +191,18 @@ def render_model_card(*, model_name: str, variant: str, info: dict, metrics: dic
     else:
         lines.append("Not recorded for this release.")
     lines += ["", "## Evaluation", ""]
-    scalar = {k: v for k, v in (metrics or {}).items()
-              if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = metrics or {}
+    # bertja evaluate's metrics.json nests the numbers under "metrics"; a flat dict works too.
+    numbers = metrics["metrics"] if isinstance(metrics.get("metrics"), dict) else metrics
+    scalar = {k: v for k, v in numbers.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if scalar:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in scalar.items()]
-        if (metrics or {}).get("eval_data"):
+        if metrics.get("eval_data"):
             lines += ["", "Masked-LM figures are on held-out pretraining data: "
                       + ", ".join(f"`{storage.basename(u)}`" for u in metrics["eval_data"]) + "."]
     else:
         lines.append("No evaluation figures were given for this release.")
-    fill = (metrics or {}).get("fill_mask") or []
+    fill = metrics.get("fill_mask") or []
     if fill:
         lines += ["", "Fill-mask examples (top answers and probabilities):", ""]
         for item in fill[:5]:
