@@ -107,6 +107,7 @@ def test_a_restart_resumes_from_the_latest_checkpoint(work, stage1, caplog):
                                overrides=["trainer.steps_per_loop=1", "trainer.summary_interval=1"])
     progress = [r.getMessage() for r in caplog.records if "steps/s" in r.getMessage()]
     assert progress[0].startswith("stage 1: step 5/6"), progress  # continued at step 4, not from 0
+    assert [step for step, _loss in result["history"]] == [5, 6]
     assert result["resumed_from"] == str(model_dir / "ckpt-4") and result["step"] == 6
     assert trainer.latest_checkpoint(str(model_dir)) == str(model_dir / "ckpt-6")
     assert status.read(str(model_dir))["complete"]["step"] == 6
@@ -213,3 +214,20 @@ def test_data_that_is_not_tfrecords_is_bad_input(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(BadInput, match=message):
         trainer.check_data(str(path), seq_length=128, max_predictions_per_seq=19, vocab_size=VOCAB_SIZE)
+
+
+def test_a_tpu_run_gets_the_strategy_gcs_paths_and_overrides():
+    params = trainer.experiment_params(
+        config="base", stage=2, vocab_size=32768, files=["gs://bucket/wiki/data-0.tfrecord.gz"],
+        init_checkpoint="gs://bucket/model/stage1/ckpt-1000000", strategy="tpu", tpu="local",
+        overrides=["runtime.mixed_precision_dtype=bfloat16", "task.model.encoder.bert.num_layers=6"])
+    assert (params.runtime.distribution_strategy, params.runtime.tpu, params.runtime.enable_xla) == ("tpu", "local", True)
+    assert params.runtime.mixed_precision_dtype == "bfloat16"
+    assert params.task.train_data.input_path == "gs://bucket/wiki/data-0.tfrecord.gz"
+    assert params.task.init_checkpoint == "gs://bucket/model/stage1/ckpt-1000000"
+    assert (params.task.train_data.seq_length, params.task.train_data.global_batch_size) == (512, 512)
+    # What the converter reads follows the run's final settings, overrides included.
+    description = configs.model_description("base", vocab_size=32768, tokenizer={}, stage_number=2,
+                                            encoder=params.task.model.encoder.bert.as_dict(),
+                                            train_data=params.task.train_data.as_dict())
+    assert (description["num_hidden_layers"], description["hidden_size"], description["seq_length"]) == (6, 768, 512)

@@ -184,33 +184,40 @@ def experiment_overrides(config: str, stage_number: int, *, vocab_size: int,
     }
 
 
-def model_description(config: str, *, vocab_size: int, tokenizer: dict, stage_number: int) -> dict:
+def model_description(config: str, *, vocab_size: int, tokenizer: dict, stage_number: int,
+                      encoder: dict | None = None, train_data: dict | None = None) -> dict:
     """``bertja_model.json``: what a converter needs to rebuild the network exactly.
 
     Keys mirror Hugging Face's ``BertConfig`` where one exists, so a converter can pass them on.
+    ``encoder``/``train_data`` are the run's final Model Garden settings (``task.model.encoder.bert``
+    and ``task.train_data`` as dicts, overrides applied); without them the profile's values are used.
     """
     prof, st = profile(config), stage(stage_number)
+    enc = experiment_overrides(config, stage_number, vocab_size=vocab_size)["task"]["model"]["encoder"]["bert"]
+    enc.update(encoder or {})
+    data = {"seq_length": st.seq_length, "max_predictions_per_seq": st.max_predictions_per_seq, **(train_data or {})}
+    activation = enc["hidden_activation"]
     return {
         "format_version": MODEL_DESCRIPTION_VERSION,
         "experiment": EXPERIMENT,
         "config": prof.name,
         "stage": st.number,
-        "seq_length": st.seq_length,
-        "max_predictions_per_seq": st.max_predictions_per_seq,
-        "vocab_size": int(vocab_size),
-        "hidden_size": prof.hidden_size,
-        "num_hidden_layers": prof.num_layers,
-        "num_attention_heads": prof.num_attention_heads,
-        "intermediate_size": prof.intermediate_size,
-        "max_position_embeddings": prof.max_position_embeddings,
-        "type_vocab_size": prof.type_vocab_size,
-        "hidden_act": HF_ACTIVATION,
-        "model_garden_activation": MODEL_GARDEN_ACTIVATION,
-        "hidden_dropout_prob": prof.dropout_rate,
-        "attention_probs_dropout_prob": prof.dropout_rate,
-        "initializer_range": prof.initializer_range,
+        "seq_length": int(data["seq_length"]),
+        "max_predictions_per_seq": int(data["max_predictions_per_seq"]),
+        "vocab_size": int(enc["vocab_size"]),
+        "hidden_size": int(enc["hidden_size"]),
+        "num_hidden_layers": int(enc["num_layers"]),
+        "num_attention_heads": int(enc["num_attention_heads"]),
+        "intermediate_size": int(enc["intermediate_size"]),
+        "max_position_embeddings": int(enc["max_position_embeddings"]),
+        "type_vocab_size": int(enc["type_vocab_size"]),
+        "hidden_act": HF_ACTIVATION if activation == MODEL_GARDEN_ACTIVATION else activation,
+        "model_garden_activation": activation,
+        "hidden_dropout_prob": float(enc["dropout_rate"]),
+        "attention_probs_dropout_prob": float(enc["attention_dropout_rate"]),
+        "initializer_range": float(enc["initializer_range"]),
         "layer_norm_eps": LAYER_NORM_EPS,
-        "next_sentence_head": {"name": "next_sentence", "inner_dim": prof.hidden_size,
+        "next_sentence_head": {"name": "next_sentence", "inner_dim": int(enc["hidden_size"]),
                                "activation": "tanh", "num_classes": 2},
         "tokenizer": dict(tokenizer),
     }

@@ -248,6 +248,7 @@ class _Monitor:
         self.start_time = self.last_time = time.monotonic()
         self.first_loop_end: tuple[int, float] | None = None  # steady-state rates start here
         self.metrics: dict[str, float] = {}
+        self.history: list[list[float]] = []  # [step, loss] per loop: the loss curve
 
     def started(self) -> None:
         """The first heartbeat: the trainer is up (checkpoint restored, about to trace the first loop)."""
@@ -263,6 +264,7 @@ class _Monitor:
         self.last_step, self.last_time = step, now
         self.metrics = {k: float(v) for k, v in (output or {}).items() if _is_scalar(v)}
         loss = self.metrics.get("training_loss")
+        self.history.append([step, loss])
         examples_per_sec = steps_per_sec * self.batch_size
         acc = self.metrics.get("masked_lm_accuracy")
         self.log.info("stage %d: step %d/%d loss %s mlm_acc %s %.2f steps/s %.1f examples/s", self.stage, step,
@@ -317,7 +319,7 @@ def train(*, config: str, stage: int, data: str, model_dir: str, tokenizer_dir: 
     checkpoints, ``params.yaml``, ``bertja_model.json``, TensorBoard summaries and ``status/``.
     Returned keys: config, stage, step, train_steps, loss, masked_lm_accuracy, lm_example_loss,
     next_sentence_accuracy, learning_rate, steps_per_sec, examples_per_sec, seconds, checkpoint,
-    resumed_from, init_checkpoint, model_dir.
+    resumed_from, init_checkpoint, model_dir, history ([step, loss] after every loop of this run).
     """
     started = time.monotonic()
     log = _logger()
@@ -338,7 +340,7 @@ def train(*, config: str, stage: int, data: str, model_dir: str, tokenizer_dir: 
         vocab_size, tokenizer = _tokenizer_facts(tokenizer_dir)
         return _train(prof=prof, st=st, files=files, model_dir=model_dir, vocab_size=vocab_size,
                       tokenizer=tokenizer, init_checkpoint=init_checkpoint, strategy=strategy, tpu=tpu,
-                      train_steps=train_steps, user_overrides=_parse_overrides(overrides), log=log,
+                      train_steps=train_steps, overrides=overrides, log=log,
                       started=started)
     except BaseException as e:
         # The controller of a TPU VM sees the trainer only through storage: every failure,
@@ -354,46 +356,55 @@ def train(*, config: str, stage: int, data: str, model_dir: str, tokenizer_dir: 
         absl_logger.setLevel(absl_level)
 
 
-def _train(*, prof, st, files, model_dir, vocab_size, tokenizer, init_checkpoint, strategy, tpu,
-           train_steps, user_overrides, log, started) -> dict:
-    description = configs.model_description(prof.name, vocab_size=vocab_size, tokenizer=tokenizer,
-                                            stage_number=st.number)
-    description_uri = storage.join(model_dir, configs.MODEL_DESCRIPTION)
-    resumed_from = latest_checkpoint(model_dir)
-    if resumed_from:
-        _check_same_architecture(description, description_uri, f"--model-dir {model_dir}")
-    init = None
-    if init_checkpoint and not resumed_from:
-        init = _resolve_init_checkpoint(init_checkpoint)
-        init_dir = init.rsplit("/", 1)[0] if "/" in init else "."
-        _check_same_architecture(description, storage.join(init_dir, configs.MODEL_DESCRIPTION),
-                                 f"--init-checkpoint {init_checkpoint}")
-
-    import tensorflow as tf  # noqa: F401  (deferred: heavy)
-    from official.common import distribute_utils
+def experiment_params(*, config: str, stage: int, vocab_size: int, files: list[str],
+                      init_checkpoint: str | None = None, strategy: str = "one_device", tpu: str = "local",
+                      train_steps: int | None = None, overrides=()):
+    """Model Garden's experiment config for one run (locked): the profile's settings, then the run's
+    data, init checkpoint and strategy, then the user's ``key=value`` overrides."""
     from official.common import registry_imports  # noqa: F401  (registers bert/pretraining)
-    from official.core import exp_factory, task_factory, train_lib, train_utils
+    from official.core import exp_factory
 
     params = exp_factory.get_exp_config(configs.EXPERIMENT)
-    params.override(configs.experiment_overrides(prof.name, st.number, vocab_size=vocab_size,
-                                                 train_steps=train_steps), is_strict=True)
+    params.override(configs.experiment_overrides(config, stage, vocab_size=vocab_size, train_steps=train_steps),
+                    is_strict=True)
     params.override({
         "task": {"train_data": {"input_path": ",".join(_tf_path(f) for f in files)},
-                 "init_checkpoint": _tf_path(init) if init else ""},
-        "runtime": {"distribution_strategy": strategy, "tpu": tpu if strategy == "tpu" else None,
-                    "num_gpus": 0},
+                 "init_checkpoint": _tf_path(init_checkpoint) if init_checkpoint else ""},
+        "runtime": {"distribution_strategy": strategy, "tpu": tpu if strategy == "tpu" else None, "num_gpus": 0},
     }, is_strict=True)
-    for text, nested in user_overrides:
+    for text, nested in _parse_overrides(overrides):
         try:
             params.override(nested, is_strict=True)
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise BadInput(f"--override {text!r}: {e}") from e
     params.validate()
     params.lock()
+    return params
 
+
+def _train(*, prof, st, files, model_dir, vocab_size, tokenizer, init_checkpoint, strategy, tpu,
+           train_steps, overrides, log, started) -> dict:
+    resumed_from = latest_checkpoint(model_dir)
+    init = _resolve_init_checkpoint(init_checkpoint) if init_checkpoint and not resumed_from else None
+    params = experiment_params(config=prof.name, stage=st.number, vocab_size=vocab_size, files=files,
+                               init_checkpoint=init, strategy=strategy, tpu=tpu, train_steps=train_steps,
+                               overrides=overrides)
     data_cfg = params.task.train_data
+    description = configs.model_description(prof.name, vocab_size=vocab_size, tokenizer=tokenizer,
+                                            stage_number=st.number, encoder=params.task.model.encoder.bert.as_dict(),
+                                            train_data=data_cfg.as_dict())
+    description_uri = storage.join(model_dir, configs.MODEL_DESCRIPTION)
+    if resumed_from:
+        _check_same_architecture(description, description_uri, f"--model-dir {model_dir}")
+    if init:
+        init_dir = init.rsplit("/", 1)[0] if "/" in init else "."
+        _check_same_architecture(description, storage.join(init_dir, configs.MODEL_DESCRIPTION),
+                                 f"--init-checkpoint {init_checkpoint}")
     check_data(files[0], seq_length=data_cfg.seq_length, max_predictions_per_seq=data_cfg.max_predictions_per_seq,
-               vocab_size=params.task.model.encoder.bert.vocab_size)
+               vocab_size=description["vocab_size"])
+
+    from official.common import distribute_utils
+    from official.core import task_factory, train_lib, train_utils
 
     tf_model_dir = _tf_path(model_dir)
     if not storage.is_gcs(model_dir):
@@ -445,6 +456,7 @@ def _train(*, prof, st, files, model_dir, vocab_size, tokenizer, init_checkpoint
         "resumed_from": resumed_from,
         "init_checkpoint": init,
         "model_dir": model_dir,
+        "history": monitor.history,
     }
     status.write_complete(model_dir, result)
     log.info("stage %d: done at step %d, loss %s -> %s", st.number, result["step"], _fmt(result["loss"]),
