@@ -1,8 +1,9 @@
 """Conversion: a tiny BERT trained here with TF Model Garden -> Hugging Face directory.
 
-The checkpoint comes from Model Garden's own ``bert/pretraining`` experiment (the
-``tiny`` training config, a few CPU steps); parity is checked against Model
-Garden's ``BertPretrainerV2`` restored from the same checkpoint.
+The checkpoint comes from the project's trainer (Model Garden's ``bert/pretraining``
+experiment, ``tiny`` config, a few CPU steps); parity is checked against Model
+Garden's ``BertPretrainerV2`` built from the trainer's ``params.yaml`` and restored
+from the same checkpoint.
 """
 
 from __future__ import annotations
@@ -78,28 +79,18 @@ def _write_tfrecords(path: str, vocab: dict[str, int], seq_length: int, max_pred
             writer.write(example.SerializeToString())
 
 
-def _experiment(vocab_size: int, data: str):
-    from official.core import exp_factory
-    from official.nlp.configs import pretraining_experiments  # noqa: F401  (registers bert/pretraining)
-
-    config = exp_factory.get_exp_config(train_configs.EXPERIMENT)
-    config.override(train_configs.experiment_overrides("tiny", 1, vocab_size=vocab_size, train_steps=TRAIN_STEPS),
-                    is_strict=False)
-    config.override({
-        "runtime": {"distribution_strategy": "one_device", "num_gpus": 0},
-        "task": {"train_data": {"input_path": data}, "validation_data": {"input_path": data}},
-        "trainer": {"checkpoint_interval": TRAIN_STEPS // 2, "steps_per_loop": TRAIN_STEPS // 2,
-                    "summary_interval": TRAIN_STEPS // 2, "validation_interval": 10 * TRAIN_STEPS},
-    }, is_strict=False)
-    return config
-
-
-def _model_garden_model(config, prefix: str):
-    """Model Garden's BertPretrainerV2, restored from the checkpoint the way its trainer saved it."""
+def _model_garden_model(model_dir: str, prefix: str):
+    """Model Garden's BertPretrainerV2 built from the trainer's own params.yaml and restored from the
+    checkpoint the way its trainer saved it."""
     import tensorflow as tf
-    from official.core import task_factory
+    import yaml
+    from official.common import registry_imports  # noqa: F401  (registers bert/pretraining)
+    from official.core import exp_factory, task_factory
 
-    model = task_factory.get_task(config.task).build_model()
+    params = exp_factory.get_exp_config(train_configs.EXPERIMENT)
+    with open(os.path.join(model_dir, "params.yaml"), encoding="utf-8") as f:
+        params.override(yaml.safe_load(f), is_strict=False)
+    model = task_factory.get_task(params.task).build_model()
     checkpoint = tf.train.Checkpoint(model=model, **model.checkpoint_items)
     checkpoint.read(prefix).assert_existing_objects_matched().expect_partial()
     return model
@@ -107,10 +98,8 @@ def _model_garden_model(config, prefix: str):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Trains the tiny config for a few steps with Model Garden; returns paths and the experiment."""
-    import tensorflow as tf
-    from official.common import distribute_utils
-    from official.core import task_factory, train_lib
+    """Trains the tiny config for a few steps with the project's trainer (Model Garden bert/pretraining)."""
+    from components.train.trainer import train
 
     root = tmp_path_factory.mktemp("trained")
     tokens = _char_tokens(VOCAB_CHARS)
@@ -120,19 +109,12 @@ def trained(tmp_path_factory):
     data = str(root / "train.tfrecord.gz")
     _write_tfrecords(data, {t: i for i, t in enumerate(tokens)}, stage.seq_length,
                      stage.max_predictions_per_seq, count=40)
-    config = _experiment(len(tokens), data)
     model_dir = str(root / "model")
-    tf.keras.utils.set_random_seed(1)
-    strategy = distribute_utils.get_distribution_strategy(distribution_strategy="one_device", num_gpus=0)
-    with strategy.scope():
-        task = task_factory.get_task(config.task, logging_dir=model_dir)
-    train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train", params=config,
-                             model_dir=model_dir)
-    description = train_configs.model_description("tiny", vocab_size=len(tokens), stage_number=1,
-                                                  tokenizer={"subword_tokenizer_type": "character"})
-    storage.write_text(os.path.join(model_dir, train_configs.MODEL_DESCRIPTION), json.dumps(description))
-    return {"root": root, "model_dir": model_dir, "tokenizer_dir": tokenizer_dir, "config": config,
-            "data": data, "vocab_size": len(tokens)}
+    half = TRAIN_STEPS // 2
+    train(config="tiny", stage=1, data=data, model_dir=model_dir, tokenizer_dir=tokenizer_dir,
+          train_steps=TRAIN_STEPS, overrides=[f"trainer.checkpoint_interval={half}",
+                                              f"trainer.steps_per_loop={half}", f"trainer.summary_interval={half}"])
+    return {"root": root, "model_dir": model_dir, "tokenizer_dir": tokenizer_dir, "vocab_size": len(tokens)}
 
 
 @pytest.fixture(scope="module")
@@ -181,11 +163,12 @@ def test_converted_logits_match_model_garden(trained, converted):
     config = json.loads(storage.read_text(os.path.join(converted["dir"], "config.json")))
     assert config["architectures"] == ["BertForPreTraining"]
     assert config["hidden_act"] == "gelu_new"
+    assert converted["summary"]["trainer_metadata"].endswith(train_configs.MODEL_DESCRIPTION)
     assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (64, 2, trained["vocab_size"])
 
     seq_length = 48
     ids, mask, types = _padded_batch(trained["vocab_size"], seq_length)
-    mg_model = _model_garden_model(trained["config"], converted["summary"]["checkpoint"])
+    mg_model = _model_garden_model(trained["model_dir"], converted["summary"]["checkpoint"])
     positions = np.tile(np.arange(seq_length, dtype=np.int32), (ids.shape[0], 1))
     mg = mg_model({"input_word_ids": tf.constant(ids), "input_mask": tf.constant(mask),
                    "input_type_ids": tf.constant(types), "masked_lm_positions": tf.constant(positions)},
