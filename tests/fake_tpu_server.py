@@ -94,6 +94,7 @@ class FakeTpuServer:
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.created: list[dict] = []  # every node create request body, in order
         self._faults: list[int] = []
+        self.preempt_boots = 0  # the next N nodes are preempted instead of becoming READY
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._timers: list[tuple[float, callable]] = []
@@ -166,6 +167,10 @@ class FakeTpuServer:
     def _boot(self, path: str) -> None:
         node = self.nodes.get(path)
         if node is None or node["state"] != "CREATING":
+            return
+        if self.preempt_boots > 0:
+            self.preempt_boots -= 1
+            node["state"] = "PREEMPTED"
             return
         node["state"] = "READY"
         vm = FakeVm(node, {**self.vm_env, "FAKE_TPU_ADMIN": self.endpoint}, self._root)

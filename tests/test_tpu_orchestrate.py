@@ -142,6 +142,15 @@ def test_preemption_mid_stage_recreates_the_vm_and_resumes_from_the_checkpoint(t
     assert tpu.node_state(_node_path("bertja-test")) is None
 
 
+def test_preemption_before_ready_is_retried(tpu, job, tmp_path):
+    tpu.preempt_boots = 1
+    result = _train(tpu, job, spot=True, train_steps=10)
+    assert result["recreations"] == 1 and "PREEMPTED" in result["interruptions"][0]["reason"]
+    assert result["interruptions"][0]["resume_from_step"] is None
+    assert [(s["stage"], s["start_step"]) for s in _journal(tmp_path)] == [(1, 0), (2, 0)]
+    assert len(tpu.created) == 2 and tpu.node_state(_node_path("bertja-test")) is None
+
+
 def test_stale_heartbeat_counts_as_a_lost_vm(tpu, job, tmp_path, monkeypatch):
     monkeypatch.setitem(tpu.vm_env, "FAKE_TRAIN_HANG", "1:12")  # hangs once, after ckpt-10
     result = _train(tpu, job, heartbeat_timeout_s=1.5)

@@ -64,6 +64,10 @@ class TpuError(RuntimeError):
     """The TPU API or a VM did something we cannot continue from (not a user input problem)."""
 
 
+class NodeLost(TpuError):
+    """The node was preempted, terminated or vanished before it became READY (worth a retry)."""
+
+
 # ---------------------------------------------------------------------------
 # Input checks
 # ---------------------------------------------------------------------------
@@ -392,8 +396,10 @@ class TpuControl:
             state = State(current.state.state).name if current and current.state else "GONE"
             if state == "ACTIVE":
                 break
-            if state in ("FAILED", "SUSPENDED", "GONE"):
-                raise TpuError(f"queued resource {self.queued_resource_path(name)} is {state}")
+            if state in ("SUSPENDED", "GONE"):
+                raise NodeLost(f"queued resource {self.queued_resource_path(name)} is {state}")
+            if state == "FAILED":
+                raise TpuError(f"queued resource {self.queued_resource_path(name)} FAILED")
             self._sleep_until(deadline, f"queued resource {name} ACTIVE (now {state})")
         return self.wait_ready(name, deadline=deadline)
 
@@ -408,7 +414,7 @@ class TpuControl:
             if state == "READY":
                 return node
             if state in ("PREEMPTED", "TERMINATED", "STOPPED", "GONE"):
-                raise TpuError(f"node {self.node_path(name)} became {state} while waiting for READY")
+                raise NodeLost(f"node {self.node_path(name)} became {state} while waiting for READY")
             self._sleep_until(deadline, f"node {name} READY (now {state})")
 
     # delete ----------------------------------------------------------------

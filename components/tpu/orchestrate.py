@@ -236,11 +236,11 @@ class _StageRun:
         while remaining:
             for st in remaining:
                 status.clear(st["model_dir"])  # markers of an earlier attempt; checkpoints stay
-            self.launch(remaining)
             try:
+                self.launch(remaining)
                 self.follow(remaining)
                 return
-            except _Lost as lost:
+            except (_Lost, control.NodeLost) as lost:
                 current = self._incomplete(remaining)[0]
                 resume = latest_checkpoint_step(current["model_dir"])
                 self.interruptions.append({"stage": current["stage"], "reason": str(lost),
