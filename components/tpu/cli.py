@@ -48,8 +48,11 @@ def _spec(args) -> control.NodeSpec:
 
 def _stages(text: str) -> list[dict]:
     if text.startswith("@"):
-        with open(text[1:], encoding="utf-8") as f:
-            text = f.read()
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise BadInput(f"--stages {text}: cannot read ({e.strerror})") from e
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
