@@ -235,8 +235,8 @@ class FakeTpuServer:
                 code = self._faults.pop(0)
                 raise _ApiError(code, "injected fault")
             m = re.fullmatch(r"/fake/preempt/(.+)", path)
-            if m and method == "POST":
-                self.preempt(m.group(1))
+            if m and method == "POST":  # after answering: preempting kills the caller
+                self._later(0.0, lambda: self.preempt(m.group(1)))
                 return {}
             m = re.fullmatch(rf"/v2/{_LOC}/(?P<kind>nodes|queuedResources|operations)(/(?P<id>[^/]+))?", path)
             if not m:
