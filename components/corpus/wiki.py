@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import bisect
 import collections
+import functools
 import json
 import multiprocessing
 import re
+import sys
 import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 
 from components import storage
 from components.errors import BadInput
-from components.mecab import generic_tagger
+from components.mecab import tagger_args
 from components.progress import Progress
 
 # Cleaning rules, in the recipe's order (applied with re.sub(pattern, "", text)).
@@ -33,11 +35,25 @@ _WHITESPACE = re.compile(r"\s+")
 DISPLAYSTYLE = "\\displaystyle"  # sentences holding TeX equations are dropped
 
 
+@functools.cache
+def _non_printable() -> re.Pattern:
+    """A character class of every code point ``str.isprintable`` rejects."""
+    ranges, start = [], None
+    for cp in range(sys.maxunicode + 2):
+        printable = cp > sys.maxunicode or chr(cp).isprintable()
+        if not printable and start is None:
+            start = cp
+        elif printable and start is not None:
+            ranges.append(f"{re.escape(chr(start))}-{re.escape(chr(cp - 1))}")
+            start = None
+    return re.compile(f"[{''.join(ranges)}]")
+
+
 def clean_page_text(text: str, title: str | None = None) -> str:
     """A page's text with Wikipedia leftovers removed, on one line."""
     text = unicodedata.normalize("NFKC", text)
-    if not text.isprintable():
-        text = "".join(c for c in text if c.isprintable())
+    if not text.isprintable():  # control characters, tabs, newlines: removed, not replaced
+        text = _non_printable().sub("", text)
     text = _FOOTNOTE_MARK.sub("", text)
     text = _CITATION_NEEDED.sub("", text)
     text = _TEMPLATE.sub("", text)
@@ -48,7 +64,8 @@ def clean_page_text(text: str, title: str | None = None) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-# One line of MeCab's output per token: "surface\tinformation".
+# MeCab writes one line per token: the surface and the raw feature string.
+_TOKEN_LINES = r'-O "" -F "%m\t%H\n" -U "%m\t%H\n" -E "EOS\n"'
 _TOKEN_INFO = re.compile(r"\t[^\n]*\n")
 _PERIOD = re.compile("句点")
 _SPACE = re.compile(" ")
@@ -57,15 +74,20 @@ _SPACE = re.compile(" ")
 class SentenceSplitter:
     """Splits text after every token MeCab tags as a sentence-final period.
 
-    A token ends a sentence when MeCab's output line for it (after the surface)
-    contains both "記号" and "句点" (UniDic: 補助記号-句点, which also covers
-    ASCII ``.?!`` after NFKC). Text after the last such token is a final
-    sentence. Sentences are not stripped here.
+    A token ends a sentence when its feature string contains both "記号" and
+    "句点" (UniDic: 補助記号,句点, which also covers ASCII ``.?!`` after NFKC).
+    Text after the last such token is a final sentence. Sentences are not
+    stripped here. (The recipe tests the line the dictionary's own output
+    format writes; for UniDic that line holds the same POS fields, and the
+    sentences come out the same: see tests/test_corpus_wiki.py. The raw
+    feature string is cheaper for MeCab to write.)
     """
 
     def __init__(self, mecab_dic: str = "unidic_lite"):
         self.mecab_dic = mecab_dic
-        self._tagger = generic_tagger(mecab_dic)
+        import fugashi
+
+        self._tagger = fugashi.GenericTagger(f"{tagger_args(mecab_dic)} {_TOKEN_LINES}")
 
     def __call__(self, text: str) -> list[str]:
         parsed = self._tagger.parse(text)
@@ -222,11 +244,11 @@ def _batches(input_uri: str, max_lines: int = 512, max_bytes: int = 4 << 20):
             yield first, lines
 
 
-def _ordered_parallel(fn_init_args, batches, workers: int):
+def _ordered_parallel(init_args, batches, workers: int):
     """Yields results of ``_work`` over ``batches`` in order, a bounded number in flight."""
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=fn_init_args) as pool:
+                             initargs=init_args) as pool:
         pending: collections.deque = collections.deque()
         for batch in batches:
             pending.append(pool.submit(_work, batch))
@@ -251,6 +273,7 @@ def build_wiki_corpus(input_uri: str, output_uri: str, *, min_length: int = 10, 
     totals = dict.fromkeys(COUNTERS, 0)
     progress = Progress("wiki corpus", "pages")
     batches = _batches(input_uri)
+    _non_printable()  # built once here, inherited by forked workers
     if workers == 1:
         processor = _PageProcessor(*init_args)
         results = map(processor, batches)
