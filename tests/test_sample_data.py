@@ -8,6 +8,8 @@ import unicodedata
 from pathlib import Path
 
 from components import storage
+from components.corpus.aozora import build_aozora_corpus, work_documents
+from components.corpus.cirrussearch import write_cirrussearch
 from components.corpus.split import split_corpus
 from components.corpus.wiki import build_wiki_corpus
 
@@ -53,3 +55,63 @@ def test_lexicon_rows_cover_the_sample_text(tmp_path):
     build_wiki_corpus(str(DUMP), str(tmp_path / "wiki.txt"))
     corpus_chars = set((tmp_path / "wiki.txt").read_text(encoding="utf-8")) - {"\n"}
     assert len(corpus_chars & alphabet) / len(corpus_chars) > 0.9
+
+
+# The builders of the sample and test data: Aozora Bunko markup is stripped, and
+# only plainly public-domain works are used.
+
+AOZORA_WORK = """こころ
+夏目漱石
+
+-------------------------------------------------------
+【テキスト中に現れる記号について】
+
+《》：ルビ
+（例）私《わたくし》は
+-------------------------------------------------------
+
+［＃５字下げ］一［＃「一」は中見出し］
+
+　私《わたくし》はその人を｜常《つね》に先生と呼んでいた。だからここでも※［＃「てへん＋劣」、第3水準1-84-77］と書く。
+　私は［＃傍点］毎日［＃傍点終わり］海へはいりに出掛けた。
+
+［＃５字下げ］二［＃「二」は中見出し］
+
+　「先生は？」と聞き返さずにはいられなかった。これが始まりである。
+
+底本：「こころ」岩波文庫
+入力：誰か
+"""
+
+
+def _aozora_tree(root: Path, works: dict[str, str]) -> Path:
+    for name, text in works.items():
+        path = root / "cards" / "000148" / "files" / name / f"{name}.txt"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(text.replace("\n", "\r\n").encode("cp932"))
+    return root
+
+
+def test_aozora_markup_header_and_colophon_are_stripped():
+    docs = list(work_documents(AOZORA_WORK))
+    assert docs == [["私はその人を常に先生と呼んでいた。", "私は毎日海へはいりに出掛けた。"],
+                    ["「先生は？」と聞き返さずにはいられなかった。", "これが始まりである。"]]
+
+
+def test_aozora_corpus_skips_translations(tmp_path):
+    translated = AOZORA_WORK.replace("夏目漱石\n", "ある作家\n誰それ訳\n")
+    root = _aozora_tree(tmp_path, {"1_ruby": AOZORA_WORK, "2_ruby": translated})
+    stats = build_aozora_corpus(str(root), str(tmp_path / "out.txt"), sentences=10, authors=["000148"])
+    assert (stats["works"], stats["works_skipped"], stats["documents"], stats["sentences"]) == (1, 1, 2, 4)
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8") == (
+        "私はその人を常に先生と呼んでいた。\n私は毎日海へはいりに出掛けた。\n\n"
+        "「先生は？」と聞き返さずにはいられなかった。\nこれが始まりである。\n\n")
+
+
+def test_generated_dump_cleans_back_to_its_sentences(tmp_path):
+    docs = [("夏目漱石", ["夏目漱石は日本の小説家である。", "代表作に『こころ』がある。"] * 20)]
+    write_cirrussearch(docs, str(tmp_path / "d.json.gz"), seed=3)
+    build_wiki_corpus(str(tmp_path / "d.json.gz"), str(tmp_path / "c.txt"))
+    lines = (tmp_path / "c.txt").read_text(encoding="utf-8").split("\n")
+    assert set(lines) - {""} == {"夏目漱石は日本の小説家である。", "代表作に『こころ』がある。"}
+    assert len(lines) >= 30
