@@ -411,6 +411,24 @@ def test_hook_schedules_the_retrain_and_an_upgrade_replaces_it(kfp_api, tmp_path
     used = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     # The pipeline runs the chart's images, not the compile-time defaults.
     assert used == {f"registry.example.com/bertja/{repo}:9.9.9" for repo, _, _ in images.IMAGES.values()}
+    # What the server stores still caches every step but the one that asks "which dump is latest?",
+    # so the monthly retrain on an unchanged dump is cache hits.
+    uncached = {name for name, task in all_tasks(spec)
+                if "executorLabel" in spec["components"][task["componentRef"]["name"]]
+                and not task.get("cachingOptions", {}).get("enableCache")}
+    assert uncached == {"resolve-sources"}
+
+
+def all_tasks(node):
+    """Every (name, task) pair anywhere in a pipeline spec."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "tasks":
+                yield from value.items()
+            yield from all_tasks(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from all_tasks(value)
 
 
 def test_hook_with_gke_values_compiles_for_gcs_and_tpu(kfp_api, tmp_path):
