@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,7 @@ def test_settings_come_from_the_environment_and_images_from_one_place():
     assert order.index("kind") < order.index("docker") < order.index("helm") < order.index("compile") < order.index("submit")
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine")
 def test_make_targets_run_the_script():
     for target, command in [("kind-up", "up"), ("kind-images", "images"), ("kind-install", "install"),
                             ("kind-run", "run"), ("images", "build"), ("push", "push")]:
