@@ -222,8 +222,12 @@ def test_run_on_install_submits_after_compiling_and_nothing_without_actions():
 def test_pods_run_as_non_root_with_a_read_only_root_filesystem(name):
     for job in by_kind(manifests(GOOD_VALUES[name]), "Job"):
         spec = job["spec"]["template"]["spec"]
+        # Pod Security Standard "restricted": non-root, RuntimeDefault seccomp, only ephemeral volumes.
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] != 0
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert {key for volume in spec["volumes"] for key in volume} - {"name"} <= {"emptyDir", "projected"}
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(spec)
         assert spec["automountServiceAccountToken"] is False
         for container in pod_containers(job):
             context = container["securityContext"]
