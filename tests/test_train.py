@@ -144,7 +144,7 @@ def test_bad_input_fails_before_training_and_leaves_failed_json(work, change, me
         trainer.train(model_dir=str(model_dir), train_steps=2, overrides=args.pop("override"), **args)
     assert trainer.latest_checkpoint(str(model_dir)) is None  # no training step ran
     failed = status.read(str(model_dir))["failed"]
-    assert failed and "BadInput" in failed["error"]
+    assert failed and "BadInput" in failed["error"] and "BadInput" in failed["log_tail"]
 
 
 def test_data_from_another_tokenizer_is_bad_input(work, tmp_path):
