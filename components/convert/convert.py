@@ -1,7 +1,7 @@
 """Model Garden BERT pretraining checkpoint -> Hugging Face ``BertForPreTraining`` directory.
 
 The checkpoint is read with our own TensorBundle reader (no TensorFlow); weights
-are written as safetensors with numpy (no torch), so conversion runs in a small
+are streamed into safetensors one tensor at a time (no torch), so conversion runs in a small
 image. The variable layout is that of Model Garden's ``bert/pretraining``
 experiment (``BertPretrainerV2`` with a ``BertEncoderV2`` and one
 ``next_sentence`` classification head); SPEC 6.7 gives the mapping.
@@ -10,7 +10,10 @@ experiment (``BertPretrainerV2`` with a ``BertEncoderV2`` and one
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import struct
 
 import numpy as np
 
@@ -132,6 +135,45 @@ def _transform(array: np.ndarray, how: str) -> np.ndarray:
     raise AssertionError(how)
 
 
+def _transformed_shape(shape: tuple[int, ...], how: str) -> tuple[int, ...]:
+    return _transform(np.empty(shape, dtype=np.uint8), how).shape  # views only: no data moved
+
+
+def write_safetensors(uri: str, bundle: TensorBundle, mapping: dict[str, tuple[str, str]]) -> int:
+    """Streams the mapped tensors into a safetensors file (float32), one tensor in memory at a time.
+
+    The header (names, shapes, offsets) is known from the index alone, so it goes first and each
+    tensor follows as it is read, in the checkpoint's storage order. Returns the parameter count.
+    """
+    by_source: dict[str, list[tuple[str, str]]] = {}
+    for name, (src, how) in mapping.items():
+        by_source.setdefault(src, []).append((name, how))
+    order = bundle.read_order(by_source)
+    header: dict[str, dict] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for src in order:
+        for name, how in by_source[src]:
+            shape = _transformed_shape(bundle.shape(src), how)
+            nbytes = 4 * int(np.prod(shape, dtype=np.int64))
+            header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)  # tensors start 8-byte aligned
+    progress = Progress("convert", "tensors", total=len(mapping))
+    with storage.open_write(uri, compress=False) as f:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for src, array in bundle.iter_tensors(order):
+            for name, how in by_source[src]:
+                out = np.ascontiguousarray(_transform(array, how), dtype="<f4")
+                if list(out.shape) != header[name]["shape"]:
+                    raise AssertionError(f"{name}: shape {out.shape} != planned {header[name]['shape']}")
+                f.write(memoryview(out).cast("B"))
+                progress.add()
+    progress.done()
+    return sum(int(np.prod(h["shape"], dtype=np.int64)) for k, h in header.items() if k != "__metadata__")
+
+
 def _trainer_metadata(bundle: TensorBundle) -> tuple[dict, str | None]:
     """The trainer's ``bertja_model.json`` in the checkpoint's directory, if there is one."""
     directory = bundle.prefix.rsplit("/", 1)[0] if "/" in bundle.prefix else "."
@@ -185,8 +227,6 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
     Writes ``config.json``, ``model.safetensors``, the tokenizer files and
     ``bertja_conversion.json`` (where it came from); returns that summary.
     """
-    from safetensors.numpy import save as save_safetensors
-
     bundle = TensorBundle(checkpoint)
     layout = _find_layout(bundle)
     mapping = _variable_map(layout)
@@ -213,19 +253,15 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
     if metadata_uri:
         _check_metadata(metadata, config, metadata_uri)
 
-    progress = Progress("convert", "tensors", total=len(mapping))
-    sources = bundle.read_many(sorted({src for src, _how in mapping.values()}))
-    tensors = {}
-    for name, (src, how) in mapping.items():
-        array = sources[src]
-        if array.dtype != np.float32:
-            array = array.astype(np.float32)
-        tensors[name] = np.ascontiguousarray(_transform(array, how))
-        progress.add()
-    progress.done()
-    num_parameters = int(sum(t.size for t in tensors.values()))
-
-    storage.write_bytes(storage.join(output_dir, WEIGHTS_FILE), save_safetensors(tensors, metadata={"format": "pt"}))
+    fresh_dir = None if storage.is_gcs(output_dir) else storage.local_path(output_dir)
+    if fresh_dir and os.path.exists(fresh_dir):
+        fresh_dir = None
+    try:
+        num_parameters = write_safetensors(storage.join(output_dir, WEIGHTS_FILE), bundle, mapping)
+    except BaseException:
+        if fresh_dir:  # a failed conversion leaves no directory behind (the file write is atomic)
+            shutil.rmtree(fresh_dir, ignore_errors=True)
+        raise
     storage.write_text(storage.join(output_dir, CONFIG_FILE), json.dumps(config, indent=2, sort_keys=True) + "\n")
     copied = []
     for file_name in TOKENIZER_FILE_NAMES:
@@ -248,7 +284,7 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
         "hidden_act": config["hidden_act"],
         "subword_tokenizer_type": tokenizer.subword_tokenizer_type,
         "num_parameters": num_parameters,
-        "num_tensors": len(tensors),
+        "num_tensors": len(mapping),
         "num_checkpoint_variables_skipped": len(skipped),
         "tokenizer_files": copied,
     }

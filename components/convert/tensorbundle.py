@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import google_crc32c
@@ -321,21 +322,25 @@ class TensorBundle:
     def shard_uri(self, shard_id: int) -> str:
         return f"{self.prefix}.data-{shard_id:05d}-of-{self.num_shards:05d}"
 
-    def read_many(self, names: list[str]) -> dict[str, np.ndarray]:
-        """Reads several tensors, one pass per shard in offset order (GCS-friendly)."""
-        wanted = sorted((self._entry(n) for n in names), key=lambda e: (e.shard_id, e.offset))
-        out: dict[str, np.ndarray] = {}
+    def read_order(self, names) -> list[str]:
+        """``names`` in storage order (shard, offset): the order that reads each shard front to back."""
+        return [e.name for e in sorted((self._entry(n) for n in names), key=lambda e: (e.shard_id, e.offset))]
+
+    def iter_tensors(self, names) -> Iterator[tuple[str, np.ndarray]]:
+        """Yields ``(name, array)`` one at a time in storage order, so memory holds one tensor."""
         shard, stream = None, None
         with contextlib.ExitStack() as stack:
-            for entry in wanted:
+            for name in self.read_order(names):
+                entry = self.entries[name]
                 if entry.shard_id != shard:
                     stack.close()
                     shard = entry.shard_id
                     stream = stack.enter_context(storage.open_read(self.shard_uri(shard), decompress=False))
                 stream.seek(entry.offset)
-                data = stream.read(entry.size)
-                out[entry.name] = self._decode(entry, data)
-        return out
+                yield name, self._decode(entry, stream.read(entry.size))
+
+    def read_many(self, names) -> dict[str, np.ndarray]:
+        return dict(self.iter_tensors(names))
 
     def read(self, name: str) -> np.ndarray:
         return self.read_many([name])[name]
