@@ -241,7 +241,10 @@ class _StageRun:
                 self.follow(remaining)
                 return
             except (_Lost, control.NodeLost) as lost:
-                current = self._incomplete(remaining)[0]
+                pending = self._incomplete(remaining)
+                if not pending:  # it finished just as the VM went away
+                    return
+                current = pending[0]
                 resume = latest_checkpoint_step(current["model_dir"])
                 self.interruptions.append({"stage": current["stage"], "reason": str(lost),
                                            "resume_from_step": resume})
@@ -253,7 +256,7 @@ class _StageRun:
                 log(f"recreating node {self.name} ({len(self.interruptions)}/{max_recreations}); stage "
                     f"{current['stage']} resumes from "
                     f"{'checkpoint step ' + str(resume) if resume is not None else 'the start'}")
-                remaining = self._incomplete(remaining)
+                remaining = pending
 
     def _incomplete(self, stages: list[dict]) -> list[dict]:
         out = []
