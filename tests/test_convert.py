@@ -293,3 +293,63 @@ def test_snappy_blocks_decode_literals_and_overlapping_copies():
     assert tensorbundle.snappy_decompress(stream) == b"abcdabcdabcdcdc"
     with pytest.raises(ValueError):
         tensorbundle.snappy_decompress(bytes([5, 1 | (0 << 2), 9]))  # copy before any output
+
+
+def _snappy_literals(data: bytes) -> bytes:
+    """A valid snappy stream made of literal chunks only (what a test can write without a codec)."""
+    out = bytearray()
+    n = len(data)
+    while True:  # varint preamble: uncompressed length
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            break
+    for start in range(0, len(data), 65536):
+        chunk = data[start:start + 65536]
+        out += bytes([61 << 2]) + struct.pack("<H", len(chunk) - 1) + chunk
+    return bytes(out)
+
+
+def _masked_crc(data: bytes) -> int:
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _block(items) -> bytes:
+    body = b"".join(_varint(0) + _varint(len(k)) + _varint(len(v)) + k + v for k, v in items)
+    return body + struct.pack("<II", 0, 1)  # one restart point at 0
+
+
+def test_snappy_compressed_index_reads_like_the_original(trained, tmp_path):
+    """An index whose data block is snappy-compressed (TF writes uncompressed ones) reads the same."""
+    prefix = _copy_checkpoint(trained, tmp_path)
+    original = tensorbundle.TensorBundle(prefix)
+    items = tensorbundle.sstable_items(open(prefix + ".index", "rb").read(), "original")
+    data_block = _snappy_literals(_block(items))
+    table = data_block + bytes([tensorbundle.SNAPPY_COMPRESSION]) + struct.pack(
+        "<I", _masked_crc(data_block + bytes([tensorbundle.SNAPPY_COMPRESSION])))
+    meta_offset = len(table)
+    meta = _block([])
+    table += meta + b"\0" + struct.pack("<I", _masked_crc(meta + b"\0"))
+    index_offset = len(table)
+    index = _block([(items[-1][0], _varint(0) + _varint(len(data_block)))])
+    table += index + b"\0" + struct.pack("<I", _masked_crc(index + b"\0"))
+    handles = _varint(meta_offset) + _varint(len(meta)) + _varint(index_offset) + _varint(len(index))
+    table += handles.ljust(40, b"\0") + struct.pack("<Q", tensorbundle.TABLE_MAGIC)
+    open(prefix + ".index", "wb").write(table)
+
+    rewritten = tensorbundle.TensorBundle(prefix)
+    assert rewritten.entries == original.entries
+    name = "masked_lm/embedding_table/.ATTRIBUTES/VARIABLE_VALUE"
+    np.testing.assert_array_equal(rewritten.read(name), original.read(name))
