@@ -9,7 +9,8 @@ The fake TPU server runs a node's real startup script with these stubs on PATH:
   runs the simulated trainer with exactly those arguments.
 
 The simulated trainer honours the trainer's CLI contract (``bertja train --config --stage --data
---model-dir --tokenizer-dir [--init-checkpoint] --strategy tpu --tpu local [--train-steps]``):
+--model-dir --tokenizer-dir [--init-checkpoint] [--override K=V ...] --strategy tpu --tpu local
+[--train-steps]``):
 it resumes from the latest ``ckpt-N`` in the model dir, writes heartbeats, ``ckpt-N`` files and a
 ``checkpoint`` state file every few steps and ``complete.json`` at the end. Knobs (env):
 ``FAKE_TRAIN_STEP_S``, ``FAKE_TRAIN_CKPT_EVERY``, ``FAKE_TRAIN_FAIL=STAGE:STEP`` (exit 1 with a
@@ -78,6 +79,7 @@ def fake_train(argv: list[str], docker_argv: list[str], image: str, env: dict) -
     for flag in ("--config", "--stage", "--data", "--model-dir", "--tokenizer-dir", "--strategy", "--tpu"):
         parser.add_argument(flag, required=True)
     parser.add_argument("--init-checkpoint")
+    parser.add_argument("--override", action="append", default=[])
     parser.add_argument("--train-steps", type=int, default=40)
     args = parser.parse_args(argv)
     if (args.strategy, args.tpu) != ("tpu", "local"):

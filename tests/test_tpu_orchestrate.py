@@ -108,14 +108,18 @@ def test_the_pipelines_stage_plan_trains_on_tpu(tpu, job, tmp_path):
     data = f"{job['root']}/data"
     plan = stage_plan(config="tiny", model_root=f"{job['root']}/plan",
                       stage1_data=[f"{data}/cc100/shard-00000.tfrecord.gz", f"{data}/cc100/shard-00001.tfrecord.gz"],
-                      stage2_data=[f"{data}/wiki/shard-00000.tfrecord.gz"], train_steps=(10, 0))
+                      stage2_data=[f"{data}/wiki/shard-00000.tfrecord.gz"], train_steps=(10, 0),
+                      shapes=((128, 19), (256, 38)))  # stage 2 data shorter than the recipe's
     settings = {"project": PROJECT, "zone": ZONE, "node_name": "bertja-plan", "accelerator_type": "v3-8",
                 "runtime_version": "", "spot": False, "price_per_hour": 1.0, "labels": {"bertja-variant": "wordpiece"},
                 "trainer_image": IMAGE, "train_steps": 20, "poll_s": 0.1, "api_endpoint": tpu.endpoint}
     result = train_stages(plan, tokenizer_dir=job["tokenizer_dir"], backend="tpu", tpu=settings)
     assert result["model_dir"] == plan[1]["model_dir"]
     assert [(s["stage"], s["step"]) for s in result["stages"]] == [(1, 10), (2, 20)]
-    assert _journal(tmp_path)[0]["argv"][5] == plan[0]["data"]  # the comma-joined shard list, intact
+    first, second = _journal(tmp_path)
+    assert first["argv"][5] == plan[0]["data"]  # the comma-joined shard list, intact
+    assert "--override" not in first["argv"]
+    assert [second["argv"][i + 1] for i, a in enumerate(second["argv"]) if a == "--override"] == plan[1]["overrides"]
     assert tpu.node_state(_node_path("bertja-plan")) is None
 
 
@@ -300,6 +304,7 @@ def test_bad_input_fails_before_anything_is_created(tpu, job, change, message):
     ({"config": "huge"}, "no such training config"),
     ({"stage": 3}, "stage"),
     ({"learning_rate": 1}, "unknown keys"),
+    ({"overrides": "task.x=1"}, "KEY=VALUE"),
 ])
 def test_bad_stage_fails_before_anything_is_created(tpu, job, stage_change, message):
     change = {k: v.replace("DATA", f"{job['root']}/data") if isinstance(v, str) else v

@@ -27,7 +27,8 @@ def _stages(tmp_path, hostile=HOSTILE):
     (data / "shard-0.tfrecord.gz").write_bytes(b"records")
     stage1 = str(tmp_path / f"stage1 {hostile}")
     return [
-        {"stage": 1, "config": f"tiny{hostile}", "data": f"{data}/*.tfrecord.gz", "model_dir": stage1},
+        {"stage": 1, "config": f"tiny{hostile}", "data": f"{data}/*.tfrecord.gz", "model_dir": stage1,
+         "overrides": [f"task.train_data.seq_length=64{hostile}"]},
         {"stage": 2, "config": "tiny", "data": f"{data}/shard-0.tfrecord.gz",
          "model_dir": str(tmp_path / "stage2"), "init_checkpoint": stage1, "train_steps": 7},
     ]

@@ -83,7 +83,8 @@ def main(argv: list[str], prog: str = "bertja tpu") -> int:
     _add_target(p)
     _add_node_shape(p)
     p.add_argument("--stages", required=True,
-                   help="JSON list (or @FILE) of {stage, config, data, model_dir[, init_checkpoint, train_steps]}")
+                   help="JSON list (or @FILE) of {stage, config, data, model_dir[, init_checkpoint, "
+                        "train_steps, overrides]}")
     p.add_argument("--tokenizer-dir", required=True, help="gs:// tokenizer directory")
     p.add_argument("--trainer-image", default=None, help="pinned trainer image (default: this release's)")
     p.add_argument("--train-steps", type=int, default=None)

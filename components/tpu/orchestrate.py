@@ -38,7 +38,7 @@ DEFAULT_READY_TIMEOUT_S = 3600.0  # create (or queue) until READY
 # accelerator, region and spot/on-demand choice: the estimate is only as good as this number.
 DEFAULT_PRICE_PER_HOUR = 8.0
 LOST_STATES = ("PREEMPTED", "TERMINATED", "STOPPED", "STOPPING")
-STAGE_KEYS = ("stage", "config", "data", "model_dir", "init_checkpoint", "train_steps")
+STAGE_KEYS = ("stage", "config", "data", "model_dir", "init_checkpoint", "train_steps", "overrides")
 
 
 class TrainingFailed(RuntimeError):
@@ -107,6 +107,10 @@ def check_stages(stages: list[dict], *, check_data: bool = True) -> list[dict]:
               "train_steps": int(raw["train_steps"]) if raw.get("train_steps") else None}
         if st["train_steps"] is not None and st["train_steps"] < 1:
             raise BadInput(f"{where}.train_steps {raw['train_steps']!r}: must be >= 1")
+        overrides = raw.get("overrides") or []
+        if isinstance(overrides, str) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise BadInput(f"{where}.overrides {overrides!r}: expected a list of KEY=VALUE strings")
+        st["overrides"] = list(overrides)
         out.append(st)
     dirs = [s["model_dir"] for s in out]
     if len(set(dirs)) != len(dirs):
@@ -324,8 +328,9 @@ def train_on_tpu(*, project: str, zone: str, node_name: str, stages: list[dict],
                  price_per_hour: float = DEFAULT_PRICE_PER_HOUR, api_endpoint: str | None = None) -> dict:
     """Trains ``stages`` in order on one TPU VM named ``node_name``; always deletes it.
 
-    ``stages``: dicts with ``stage``, ``config``, ``data`` (gs:// glob), ``model_dir`` (gs://),
-    optional ``init_checkpoint`` (gs://) and ``train_steps``. Returns the model dir, final
+    ``stages``: dicts with ``stage``, ``config``, ``data`` (gs:// globs, comma-separated),
+    ``model_dir`` (gs://), optional ``init_checkpoint`` (gs://), ``train_steps`` and ``overrides``
+    (Model Garden ``KEY=VALUE`` strings). Returns the model dir, final
     metrics per stage, recreations, TPU-hours and the estimated cost.
     """
     control.check_project(project)

@@ -49,6 +49,8 @@ def trainer_args(stage: dict, *, tokenizer_dir: str, train_steps: int | None = N
             "--data", stage["data"], "--model-dir", stage["model_dir"], "--tokenizer-dir", tokenizer_dir]
     if stage.get("init_checkpoint"):
         args += ["--init-checkpoint", stage["init_checkpoint"]]
+    for override in stage.get("overrides") or ():
+        args += ["--override", override]
     args += ["--strategy", "tpu", "--tpu", "local"]
     steps = stage.get("train_steps") or train_steps
     if steps:
