@@ -352,3 +352,44 @@ def test_cli(small_corpus, vocab_dirs, tmp_path, capsys):
     assert main(["pretraining-data", str(tmp_path / "missing.txt"), out, "--vocab-dir",
                  vocab_dirs["wordpiece"]]) == 2
     assert "missing.txt: no such file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# The batched steps against the recipe's one-at-a-time loops (SPEC 6.5)
+# ---------------------------------------------------------------------------
+
+def test_batched_truncation_and_mask_filling_equal_the_recipe_loops():
+    from components.pretraining_data.instances import _greedy_fill, truncated_lengths
+
+    def truncate_loop(a: int, b: int, most: int) -> tuple[int, int]:
+        while a + b > most:  # drop from the longer side, B on ties
+            if a > b:
+                a -= 1
+            else:
+                b -= 1
+        return a, b
+
+    def fill_loop(sizes: list[int], to_predict: int) -> list[bool]:
+        taken, count = [False] * len(sizes), 0
+        for k, size in enumerate(sizes):
+            if count >= to_predict:
+                break
+            if count + size > to_predict:
+                continue  # a whole word that would overflow is skipped
+            taken[k], count = True, count + size
+        return taken
+
+    rng = np.random.default_rng(7)
+    a, b = rng.integers(1, 300, 5000), rng.integers(1, 300, 5000)
+    got_a, got_b = truncated_lengths(a, b, 125)
+    assert [tuple(x) for x in zip(got_a, got_b)] == [truncate_loop(x, y, 125) for x, y in zip(a, b)]
+
+    n_rows, width = 3000, 64
+    sizes = rng.choice([1, 1, 1, 2, 2, 3, 5, 9], size=(n_rows, width))
+    n_groups = rng.integers(1, width + 1, n_rows)
+    valid = np.arange(width)[None, :] < n_groups[:, None]
+    to_predict = rng.integers(1, 20, n_rows)
+    taken = _greedy_fill(sizes, valid, to_predict)
+    for i in range(n_rows):
+        expected = fill_loop(sizes[i, :n_groups[i]].tolist(), int(to_predict[i]))
+        assert taken[i, :n_groups[i]].tolist() == expected and not taken[i, n_groups[i]:].any()

@@ -18,7 +18,7 @@ def pretraining_data(shards: Input[Dataset], shard: str, tokenizer: Input[Model]
     and a re-run of the same shard is byte-identical.
     """
     from components import artifacts, reports, storage
-    from components.pretraining_data.instances import create_pretraining_data, shard_seed
+    from components.pretraining_data.create import create_pretraining_data, shard_seed
     from components.resources import available_cpus
 
     root = artifacts.data_root(examples.uri, examples.path)

@@ -81,7 +81,7 @@ def _make_block(unit: tuple[int, int, np.ndarray]) -> tuple[list[bytes], tuple[i
         return [], (0, 0, 0, 0)
     batch = instances.make_batch(docs, ranges, np.random.default_rng([seed, 2, pass_index, block]), config)
     stats = (len(batch), int(batch.lengths.sum()), int(batch.masked_counts.sum()), int(batch.random_next.sum()))
-    return tfrecord.batch_records(batch), stats
+    return tfrecord.batch_records(batch, config.vocab_size), stats
 
 
 def _units(num_docs: int, dupe_factor: int, seed: int):
@@ -116,6 +116,7 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
     tokenizer = load_tokenizer(vocab_dir, do_lower_case)
 
     docs, read = read_documents(input_uri, tokenizer, workers=workers)
+    tokenized = time.monotonic()
     if read.invalid_utf8_lines:
         print(f"pretraining-data: {input_uri}: skipped {read.invalid_utf8_lines} line(s) of invalid UTF-8 "
               f"(first at line(s) {', '.join(map(str, read.first_invalid_lines))})", file=sys.stderr)
@@ -182,6 +183,7 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
         "subword_tokenizer_type": tokenizer.vocab.subword_tokenizer_type,
         "vocab_size": len(tokenizer.vocab),
         "workers": workers,
+        "tokenize_seconds": round(tokenized - started, 3),
         "seconds": round(time.monotonic() - started, 3),
     }
     storage.write_text(summary_uri(output_uri), json.dumps(summary, ensure_ascii=False, indent=2) + "\n")

@@ -65,6 +65,10 @@ def layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) 
     num_docs = len(document_ends)
     max_num_tokens = config.max_num_tokens
     rows: list[tuple[int, int, int, int, int]] = []
+    uniform = rng.random
+
+    def randint(low: int, high: int) -> int:  # random.randint's range, a fraction of its cost
+        return low + int(uniform() * (high - low + 1))
 
     def sentence_span(doc: int) -> tuple[int, int]:
         return (int(document_ends[doc - 1]) if doc else 0), int(document_ends[doc])
@@ -76,24 +80,24 @@ def layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) 
         first_start = int(sentence_ends[s_lo - 1]) if s_lo else 0
         starts = [first_start, *ends[:-1]]
         target = max_num_tokens
-        if rng.random() < config.short_seq_prob:
-            target = rng.randint(2, max_num_tokens)
+        if uniform() < config.short_seq_prob:
+            target = randint(2, max_num_tokens)
         n = len(ends)
         chunk_first, chunk_len, i = 0, 0, 0
         while i < n:
             chunk_len += ends[i] - starts[i]
             if i == n - 1 or chunk_len >= target:
                 chunk_n = i - chunk_first + 1
-                a_end = rng.randint(1, chunk_n - 1) if chunk_n >= 2 else 1
+                a_end = randint(1, chunk_n - 1) if chunk_n >= 2 else 1
                 a0, a1 = starts[chunk_first], ends[chunk_first + a_end - 1]
-                if chunk_n == 1 or rng.random() < 0.5:
+                if chunk_n == 1 or uniform() < 0.5:
                     target_b = target - (a1 - a0)
                     for _ in range(10):
-                        other = rng.randint(0, num_docs - 1)
+                        other = randint(0, num_docs - 1)
                         if other != doc:
                             break
                     o_lo, o_hi = sentence_span(other)
-                    j = rng.randint(o_lo, o_hi - 1)
+                    j = randint(o_lo, o_hi - 1)
                     b0 = int(sentence_ends[j - 1]) if j else 0
                     b1 = int(sentence_ends[j])
                     while b1 - b0 < target_b and j < o_hi - 1:
@@ -127,14 +131,14 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
     b0 = b0 + rng.binomial(b1 - b0 - len_b, 0.5)
 
     n_rows, width = len(ranges), config.max_seq_length
-    col = np.arange(width)[None, :]
-    la, lb = len_a[:, None], len_b[:, None]
+    index = np.int32 if len(docs.codes) < 1 << 31 else np.int64
+    col = np.arange(width, dtype=index)[None, :]
+    la, lb = len_a[:, None].astype(index), len_b[:, None].astype(index)
     in_a = (col >= 1) & (col <= la)
-    in_b = (col >= la + 2) & (col <= la + lb + 1)
-    candidate = in_a | in_b
-    source = np.where(in_a, a0[:, None] + col - 1, b0[:, None] + col - la - 2)
-    codes = np.zeros((n_rows, width), dtype=np.int64)
-    codes[candidate] = docs.codes[source[candidate]]
+    candidate = in_a | ((col >= la + 2) & (col <= la + lb + 1))
+    # Position -> offset in docs.codes: A's tokens, then B's (garbage outside, masked below).
+    source = col + np.where(in_a, (a0 - 1)[:, None].astype(index), (b0[:, None] - 2).astype(index) - la)
+    codes = np.where(candidate, docs.codes[source.clip(0, len(docs.codes) - 1)], files.PAD_ID).astype(np.int32)
     rows = np.arange(n_rows)
     codes[:, 0] = files.CLS_ID
     codes[rows, len_a + 1] = files.SEP_ID
@@ -145,11 +149,11 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
     # across the middle [SEP], as in the recipe); [CLS]/[SEP] are never candidates.
     is_cont = (codes & config.continuation) != 0
     starts = candidate & (~is_cont | (col == 1))
-    group = np.cumsum(starts, axis=1) - 1
+    group = np.cumsum(starts, axis=1, dtype=np.int32) - 1
     n_groups = starts.sum(axis=1)
     sizes = np.bincount((rows[:, None] * width + group)[candidate], minlength=n_rows * width).reshape(n_rows, width)
     # The groups in random order (the recipe shuffles them).
-    keys = rng.random((n_rows, width))
+    keys = rng.random((n_rows, width), dtype=np.float32)
     valid_group = col < n_groups[:, None]
     keys[~valid_group] = 2.0
     order = np.argsort(keys, axis=1)
@@ -187,25 +191,33 @@ def _greedy_fill(sizes: np.ndarray, valid: np.ndarray, to_predict: np.ndarray) -
 
     The recipe walks the shuffled groups, skipping any group that would take the
     count past ``to_predict``, until the count reaches it. The walk up to the
-    first skip is a prefix of the running sum; the rest is done a step at a time
-    for the few rows that still have room.
+    first skip is a prefix of the running sum (at most ``max(to_predict)``
+    groups long); the rest is done a step at a time for the rows with room left.
     """
-    sizes = np.where(valid, sizes, 1 << 30)
-    running = np.cumsum(sizes, axis=1)
-    taken = running <= to_predict[:, None]
-    room = to_predict - np.where(taken, running, 0).max(axis=1, initial=0)
-    start = taken.sum(axis=1) + 1  # the first group after the one skipped
-    col = np.arange(sizes.shape[1])[None, :]
+    n_rows, n_groups = sizes.shape
+    sizes = np.where(valid, sizes, n_groups + 1)  # never fits
+    head = min(n_groups, int(to_predict.max(initial=0)) + 1)
+    running = np.cumsum(sizes[:, :head], axis=1)
+    prefix = running <= to_predict[:, None]
+    taken = np.zeros((n_rows, n_groups), dtype=bool)
+    taken[:, :head] = prefix
+    room = to_predict - np.where(prefix, running, 0).max(axis=1, initial=0)
     active = np.nonzero(room > 0)[0]
-    while len(active):
-        fits = (sizes[active] <= room[active, None]) & (col >= start[active, None])
+    if not len(active):
+        return taken
+    sizes, room = sizes[active], room[active]
+    start = prefix[active].sum(axis=1) + 1  # the first group after the one skipped
+    col = np.arange(n_groups)[None, :]
+    rows = np.arange(len(active))
+    while len(rows):
+        fits = (sizes[rows] <= room[rows, None]) & (col >= start[rows, None])
         found = fits.any(axis=1)
-        active = active[found]
-        if not len(active):
+        rows, fits = rows[found], fits[found]
+        if not len(rows):
             break
-        j = fits[found].argmax(axis=1)
-        taken[active, j] = True
-        room[active] -= sizes[active, j]
-        start[active] = j + 1
-        active = active[room[active] > 0]
+        j = fits.argmax(axis=1)
+        taken[active[rows], j] = True
+        room[rows] -= sizes[rows, j]
+        start[rows] = j + 1
+        rows = rows[room[rows] > 0]
     return taken

@@ -52,17 +52,17 @@ class PieceTokenizer:
         self.__init__(**state)
 
     def codes(self, line: str) -> list[int]:
-        out: list[int] = []
+        words = self._words(line)
         cache = self._cache
-        for word in self._words(line):
-            pieces = cache.get(word)
-            if pieces is None:
-                pieces = self._characters(word) if self.character else self._wordpieces(word)
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                cache[word] = pieces
-            out.extend(pieces)
-        return out
+        try:
+            return [code for word in words for code in cache[word]]
+        except KeyError:  # a word not seen yet (or the cache was just cleared)
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            for word in words:
+                if word not in cache:
+                    cache[word] = self._characters(word) if self.character else self._wordpieces(word)
+            return [code for word in words for code in cache[word]]
 
     def _wordpieces(self, word: str) -> tuple[int, ...]:
         ids, cont = self._ids, self.continuation
