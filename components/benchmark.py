@@ -8,6 +8,7 @@ pass over the same text, the least work any of these steps can do.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -40,10 +41,20 @@ def _tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def run_measured(argv: list[str], env: dict | None = None, poll_s: float = 0.05) -> dict:
-    """Runs a command; returns wall seconds and the peak summed RSS of its process tree."""
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_measured(argv: list[str], env: dict | None = None, poll_s: float = 0.05, stdout=None) -> dict:
+    """Runs a command; returns wall seconds, the peak summed RSS of its process tree and
+    its CPU seconds (user + system of the whole tree: robust on a busy machine).
+
+    ``stdout``: where the child's stdout goes (e.g. ``subprocess.DEVNULL``); default: ours.
+    """
+    cpu = _children_cpu_seconds()
     start = time.monotonic()
-    proc = subprocess.Popen(argv, env=env)
+    proc = subprocess.Popen(argv, env=env, stdout=stdout)
     peak = 0
     while proc.poll() is None:
         peak = max(peak, _tree_rss_bytes(proc.pid))
@@ -51,7 +62,7 @@ def run_measured(argv: list[str], env: dict | None = None, poll_s: float = 0.05)
     wall = time.monotonic() - start
     if proc.returncode != 0:
         raise RuntimeError(f"benchmarked command failed ({proc.returncode}): {' '.join(argv)}")
-    return {"wall_s": wall, "peak_rss_bytes": peak}
+    return {"wall_s": wall, "peak_rss_bytes": peak, "cpu_s": _children_cpu_seconds() - cpu}
 
 
 def bertja_argv(*args: str) -> list[str]:
