@@ -5,6 +5,7 @@ plus metrics logging. Plain Python: components pass their artifacts in.
 from __future__ import annotations
 
 import html
+import json
 import numbers
 
 
@@ -20,10 +21,19 @@ def markdown_table(title: str, rows: dict, note: str = "") -> str:
 
 
 def log_metrics(metrics, stats: dict, prefix: str = "") -> None:
-    """Logs every numeric statistic on a KFP ``Metrics`` artifact (duck-typed)."""
+    """Logs every numeric statistic on a KFP ``Metrics`` artifact (duck-typed).
+
+    The values are also written to the artifact's file: KFP keeps metrics in
+    metadata only, and kfp.local treats an output whose file is missing as a cache
+    miss, so a step with metrics would never be served from the cache.
+    """
     for key, value in _flatten(stats).items():
         if isinstance(value, numbers.Number) and not isinstance(value, bool):
             metrics.log_metric(f"{prefix}{key}", float(value))
+    path = getattr(metrics, "path", None)
+    if path:
+        with open(path, "w") as f:
+            json.dump(dict(metrics.metadata), f, indent=2, sort_keys=True)
 
 
 def loss_curve_html(title: str, points: list[tuple[float, float]], width: int = 640, height: int = 320) -> str:

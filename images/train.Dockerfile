@@ -12,7 +12,7 @@ RUN python -m venv --without-pip /opt/bertja
 COPY images/constraints.txt pyproject.toml README.md ./
 COPY components ./components
 COPY pipelines ./pipelines
-RUN pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt ".[pipeline,train]"
+RUN pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt ".[pipeline,train,tpu]"
 
 FROM python:3.11.14-slim-bookworm
 ARG BERTJA_VERSION

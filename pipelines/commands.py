@@ -95,18 +95,33 @@ def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
                enable_caching=enable_caching, cache_root=os.path.join(output_dir, "cache"))
     pipeline = build(profiles.get(profile_name))
+    before = set(os.listdir(root))
     start = time.monotonic()
-    task = pipeline(**values)
+    pipeline(**values)
     seconds = time.monotonic() - start
-    releases = task.output if isinstance(task.output, list) else [task.output]
-    models = []
-    for artifact in releases:
-        from components import artifacts
+    (run_dir,) = [os.path.join(root, d) for d in set(os.listdir(root)) - before]
+    return {"seconds": seconds, "models": published_models(run_dir), "output_dir": output_dir, "run_dir": run_dir}
 
-        manifest = artifacts.read_manifest(artifact.path)
-        models.append({"variant": manifest["stats"].get("variant") or artifact.metadata.get("variant"),
-                       "model_dir": manifest["release_uri"]})
-    return {"seconds": seconds, "models": models, "output_dir": output_dir}
+
+def published_models(run_dir: str) -> list[dict]:
+    """The models a local run published, read from the publish steps' manifests.
+
+    A publish step served from the cache writes nothing under this run, so its
+    output is found through the cache entry's artifact (the same one as before).
+    """
+    from components import artifacts
+
+    found = []
+    for dirpath, _dirs, files in os.walk(run_dir):
+        if os.path.basename(dirpath) == "publish-model" and "executor_output.json" in files:
+            with open(os.path.join(dirpath, "executor_output.json")) as f:
+                out = json.load(f)
+            for art in out.get("artifacts", {}).get("release", {}).get("artifacts", []):
+                path = art["uri"]
+                manifest = artifacts.read_manifest(path)
+                found.append({"variant": manifest["stats"].get("variant") or art.get("metadata", {}).get("variant"),
+                              "model_dir": manifest["release_uri"]})
+    return sorted(found, key=lambda m: m["variant"] or "")
 
 
 def fill_mask(model_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> list[dict]:
@@ -157,7 +172,7 @@ def submit(args) -> dict:
     client = _client(args.endpoint, args.namespace)
     run = client.create_run_from_pipeline_package(
         package, arguments=arguments, run_name=args.run_name or f"bert-japanese-{time.strftime('%Y%m%d-%H%M%S')}",
-        experiment_name=args.experiment, enable_caching=True)
+        experiment_name=args.experiment, enable_caching=True, service_account=args.service_account)
     return {"run_id": run.run_id, "experiment": args.experiment}
 
 
@@ -181,7 +196,7 @@ def schedule(args) -> dict:
     rr = client.create_recurring_run(
         experiment_id=experiment_id, job_name=args.name, cron_expression=args.cron,
         max_concurrency=args.max_concurrency, params=arguments, pipeline_package_path=package,
-        enable_caching=True, no_catchup=True)
+        enable_caching=True, no_catchup=True, service_account=args.service_account)
     return {"recurring_run_id": rr.recurring_run_id, "name": args.name, "cron": args.cron, "replaced": replaced}
 
 
@@ -197,6 +212,7 @@ def _add_pipeline_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
     p.add_argument("--namespace", help="KFP namespace (multi-user installs)")
     p.add_argument("--experiment", required=True)
+    p.add_argument("--service-account", help="Kubernetes service account the run's pods use (Workload Identity)")
 
 
 def main(argv: list[str], prog: str, command: str) -> int:

@@ -61,7 +61,7 @@ class PipelineParameters:
     gcp_project: str = ""
     gcp_zone: str = "europe-west4-a"
     tpu_accelerator_type: str = "v3-8"
-    tpu_runtime_version: str = "tpu-vm-tf-2.18.0-pjrt"
+    tpu_runtime_version: str = ""  # empty: the framework-free base runtime for the TPU type
     tpu_spot: bool = False
     tpu_price_per_hour: float = 8.0
     # --- release
@@ -149,11 +149,39 @@ def validate(values: dict, for_run: bool = True) -> dict:
             need(1 <= int(values[pred]) < int(values[seq]), pred, "must be >= 1 and below the sequence length")
     if "masked_lm_prob" in values:
         need(0 < float(values["masked_lm_prob"]) < 1, "masked_lm_prob", "must be in (0, 1)")
-    if for_run and values.get("training_backend") == "tpu":
-        need(bool(values.get("gcp_project")), "gcp_project", "is required when training_backend='tpu'")
+    if values.get("training_backend") == "tpu":
+        if for_run:
+            need(bool(values.get("gcp_project")), "gcp_project", "is required when training_backend='tpu'")
+        _check_tpu(values)
     if values.get("release_uri"):
         check_uri("release_uri", values["release_uri"])
     return values
+
+
+def _check_tpu(values: dict) -> None:
+    """TPU settings, with the TPU controller's own rules (before any data moves)."""
+    from components.tpu import control
+
+    checks = [("gcp_zone", lambda v: control.check_zone(v)),
+              ("tpu_accelerator_type", lambda v: control.parse_accelerator(v))]
+    if values.get("tpu_runtime_version"):
+        checks.append(("tpu_runtime_version",
+                       lambda v: control.check_runtime_version(v, values.get("tpu_accelerator_type", "v3-8"))))
+    if values.get("gcp_project"):
+        checks.append(("gcp_project", lambda v: control.check_project(v)))
+    for name, check in checks:
+        if name in values:
+            try:
+                check(values[name])
+            except BadInput as e:
+                raise BadInput(f"parameter {name}={values[name]!r}: {e}") from e
+
+
+def variant_selected(variants, variant: str) -> bool:
+    """``variants`` may arrive as a list or, from some front ends, as a comma-separated string."""
+    if isinstance(variants, str):
+        variants = [v.strip() for v in variants.split(",")]
+    return variant in variants
 
 
 def check_pipeline_root(root: str) -> str:

@@ -6,9 +6,17 @@ from kfp import kubernetes
 
 from pipelines.profiles import Platform
 
+RUN_AS_USER = 10001  # the USER of every image under images/
+
 
 def apply(task, platform: Platform, step_class: str, *, uses_secrets: bool = False):
-    """Resources, timeout, node selector, tolerations (and secrets as env where asked)."""
+    """Resources, timeout, node selector, tolerations (and secrets as env where asked).
+
+    On a cluster every step runs as the images' non-root user (10001); KFP offers no
+    read-only root filesystem for step pods, so that is set only on the chart's Job.
+    """
+    if platform.resources:  # a cluster profile
+        kubernetes.set_security_context(task, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, run_as_non_root=True)
     res = platform.resources.get(step_class)
     if res:
         task.set_cpu_request(res.cpu).set_cpu_limit(res.cpu)

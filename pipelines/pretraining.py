@@ -22,14 +22,15 @@ from components.convert.component import convert_model
 from components.corpus.component import sample_corpus, split_corpus, wiki_corpus
 from components.download.component import download_source, resolve_sources
 from components.evaluate.component import evaluate_model
+from components.images import image
 from components.pretraining_data.component import pretraining_data
 from components.publish.component import publish_model
 from components.tokenizer.component import alphabet, variant_tokenizer, wordpiece_tokenizer
 from components.tpu.component import release_compute
 from components.train.component import train_model
 from pipelines import platform as k8s
-from pipelines.check_component import check_parameters
-from pipelines.parameters import PipelineParameters
+from pipelines.check_component import check_parameters, variant_selected
+from pipelines.parameters import VARIANTS, PipelineParameters
 from pipelines.profiles import Profile
 
 PIPELINE_NAME = "bert-japanese-pretraining"
@@ -86,8 +87,11 @@ def build(profile: Profile):
             stage1_examples=dsl.Collected(stage1.outputs["examples"]),
             stage2_examples=dsl.Collected(stage2.outputs["examples"]),
             tokenizer=tokenizer.outputs["tokenizer"], variant=variant, model_size=model_size,
-            backend=training_backend, stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
-            run_id=RUN_ID, gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
+            backend=training_backend, stage1_max_seq_length=stage1_max_seq_length,
+            stage1_max_predictions=stage1_max_predictions, stage2_max_seq_length=stage2_max_seq_length,
+            stage2_max_predictions=stage2_max_predictions,
+            stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
+            run_id=RUN_ID, trainer_image=image("train"), gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
             tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_price_per_hour=tpu_price_per_hour),
             "train")
         converted = on(convert_model(trained=trained.outputs["model"], tokenizer=tokenizer.outputs["tokenizer"]),
@@ -142,7 +146,7 @@ def build(profile: Profile):
         tpu_spot: bool = D.tpu_spot,
         tpu_price_per_hour: float = D.tpu_price_per_hour,
         release_uri: str = D.release_uri,
-    ) -> List[Model]:
+    ):
         release = on(release_compute(backend=training_backend, run_id=RUN_ID, variants=variants,
                                      gcp_project=gcp_project, gcp_zone=gcp_zone), "control")
         with dsl.ExitHandler(release, name="release-training-compute"):
@@ -156,7 +160,9 @@ def build(profile: Profile):
                 stage2_max_seq_length=stage2_max_seq_length, stage2_max_predictions=stage2_max_predictions,
                 stage1_dupe_factor=stage1_dupe_factor, stage2_dupe_factor=stage2_dupe_factor,
                 masked_lm_prob=masked_lm_prob, model_size=model_size, training_backend=training_backend,
-                gcp_project=gcp_project, wikipedia_dump_date=wikipedia_dump_date, release_uri=release_uri),
+                gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
+                tpu_runtime_version=tpu_runtime_version, wikipedia_dump_date=wikipedia_dump_date,
+                release_uri=release_uri),
                 "control")
             sources = on(resolve_sources(
                 wikipedia_dump_date=wikipedia_dump_date, cirrus_index_url=cirrus_index_url, cc100_url=cc100_url,
@@ -185,25 +191,29 @@ def build(profile: Profile):
                 sample=sample.outputs["sample"], characters=chars.outputs["characters"], vocab_size=vocab_size,
                 limit_alphabet=limit_alphabet, num_unused_tokens=num_unused_tokens, min_frequency=min_frequency,
                 mecab_dic=mecab_dic, do_lower_case=do_lower_case))
-            # 8-12. Per variant: data, training, conversion, evaluation, publishing.
-            with dsl.ParallelFor(variants, name="variants") as variant:
-                per_variant = variant_pipeline(
-                    variant=variant, wordpiece=wordpiece.outputs["tokenizer"],
-                    cc100_shards=cc100_split.outputs["shards"], cc100_names=cc100_split.outputs["names"],
-                    wikipedia_shards=wiki_split.outputs["shards"], wikipedia_names=wiki_split.outputs["names"],
-                    heldout_names=wiki_split.outputs["heldout_names"],
-                    stage1_max_seq_length=stage1_max_seq_length, stage1_max_predictions=stage1_max_predictions,
-                    stage1_dupe_factor=stage1_dupe_factor, stage2_max_seq_length=stage2_max_seq_length,
-                    stage2_max_predictions=stage2_max_predictions, stage2_dupe_factor=stage2_dupe_factor,
-                    masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, data_seed=data_seed,
-                    model_size=model_size, training_backend=training_backend,
-                    stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
-                    gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
-                    tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot,
-                    tpu_price_per_hour=tpu_price_per_hour, release_uri=release_uri,
-                    wikipedia_dump_date=sources.outputs["wikipedia_dump_date"],
-                    wikipedia_url=sources.outputs["wikipedia_url"], cc100_url=sources.outputs["cc100_url"])
-        return dsl.Collected(per_variant.output)
+            # 8-12. Per variant: data, training, conversion, evaluation, publishing. The variants are
+            # laid out statically (each behind a condition on the `variants` parameter) rather than in a
+            # ParallelFor: the per-variant pipeline has loops of its own, and kfp.local confuses the
+            # loop items of a loop nested in another pipeline's loop.
+            for name in VARIANTS:
+                selected = on(variant_selected(variants=variants, variant=name), "control")
+                with dsl.If(selected.output == True, name=f"build-{name}"):  # noqa: E712 (a KFP condition)
+                    variant_pipeline(
+                        variant=name, wordpiece=wordpiece.outputs["tokenizer"],
+                        cc100_shards=cc100_split.outputs["shards"], cc100_names=cc100_split.outputs["names"],
+                        wikipedia_shards=wiki_split.outputs["shards"], wikipedia_names=wiki_split.outputs["names"],
+                        heldout_names=wiki_split.outputs["heldout_names"],
+                        stage1_max_seq_length=stage1_max_seq_length, stage1_max_predictions=stage1_max_predictions,
+                        stage1_dupe_factor=stage1_dupe_factor, stage2_max_seq_length=stage2_max_seq_length,
+                        stage2_max_predictions=stage2_max_predictions, stage2_dupe_factor=stage2_dupe_factor,
+                        masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, data_seed=data_seed,
+                        model_size=model_size, training_backend=training_backend,
+                        stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
+                        gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
+                        tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot,
+                        tpu_price_per_hour=tpu_price_per_hour, release_uri=release_uri,
+                        wikipedia_dump_date=sources.outputs["wikipedia_dump_date"],
+                        wikipedia_url=sources.outputs["wikipedia_url"], cc100_url=sources.outputs["cc100_url"])
 
     return bert_japanese
 

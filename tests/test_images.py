@@ -22,8 +22,9 @@ from components import images
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 CONSTRAINTS = ROOT / "images" / "constraints.txt"
-# What each image runs, hence the extras it installs (besides the core dependencies).
-EXTRAS = {"data": {"pipeline"}, "train": {"pipeline", "train"}, "convert": {"pipeline", "convert"}, "tpu": {"pipeline", "tpu"}}
+# What each image runs, hence the extras it installs (besides the core dependencies). The train
+# image also controls TPU VMs: the pipeline's train step runs the CPU trainer or the TPU controller.
+EXTRAS = {"data": {"pipeline"}, "train": {"pipeline", "train", "tpu"}, "convert": {"pipeline", "convert"}, "tpu": {"pipeline", "tpu"}}
 HADOLINT = Path(sysconfig.get_path("scripts")) / "hadolint"
 
 

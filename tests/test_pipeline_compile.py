@@ -91,16 +91,22 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
             inner = loops[task.component_ref.name].dag.tasks
             if any(t.startswith("pretraining-data") for t in inner):
                 shard_loops.append(task)
-    assert len(shard_loops) == 3  # CC-100, Wikipedia, held-out
+    # per variant: CC-100, Wikipedia and held-out shard loops
+    assert len(shard_loops) == 3 * len(parameters.VARIANTS)
     assert {t.iterator_policy.parallelism_limit for t in shard_loops} >= {profiles.get("gcp").data_parallelism}
     # training consumes the collected outputs of the shard loops
-    train = next(t for _o, n, t in tasks if n == "train-model")
-    for key in ("stage1_examples", "stage2_examples"):
-        assert train.inputs.artifacts[key].task_output_artifact.producer_task.startswith("for-loop"), key
-    # the variants loop wraps the per-variant sub-pipeline
-    assert any(t.HasField("parameter_iterator") and
-               "bert-japanese-variant" in "".join(loops[t.component_ref.name].dag.tasks)
-               for _o, _n, t in tasks if t.component_ref.name in loops)
+    trains = [t for _o, n, t in tasks if n == "train-model"]
+    assert len(trains) == len(parameters.VARIANTS)
+    for train in trains:
+        for key in ("stage1_examples", "stage2_examples"):
+            assert train.inputs.artifacts[key].task_output_artifact.producer_task.startswith("for-loop"), key
+    # each variant's sub-pipeline runs only when the run's `variants` parameter selects it
+    conditions = [t for _o, _n, t in tasks if t.trigger_policy.condition]
+    assert len(conditions) == len(parameters.VARIANTS)
+    for cond in conditions:
+        assert "variant-selected" in cond.trigger_policy.condition
+        inner = spec.components[cond.component_ref.name].dag.tasks
+        assert any(n.startswith("bert-japanese-variant") for n in inner), list(inner)
     # caching: on for every step but source resolution
     for _owner, name, task in tasks:
         if task.component_ref.name in spec.components and spec.components[task.component_ref.name].HasField("dag"):
@@ -118,6 +124,9 @@ def test_platform_settings_per_profile(tmp_path):
     assert cfg.active_deadline_seconds == gcp.resources["train"].timeout_s
     assert dict(cfg.node_selector.labels) == gcp.node_selector
     assert [t.key for t in cfg.tolerations] == [t["key"] for t in gcp.tolerations]
+    # every step pod on a cluster runs as the images' non-root user
+    for name, c in cfgs.items():
+        assert c.security_context.run_as_non_root and c.security_context.run_as_user == 10001, name
     res = deployment(spec).executors[train_exec].container.resources
     assert res.resource_cpu_limit == gcp.resources["train"].cpu
     assert res.resource_memory_limit == gcp.resources["train"].memory

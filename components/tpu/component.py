@@ -18,7 +18,8 @@ def release_compute(backend: str, run_id: str, variants: List[str], gcp_project:
     if backend != "tpu":
         print(f"training_backend={backend!r}: no cloud compute to release")
         return
-    from components.tpu.orchestrate import release_tpu, tpu_node_name
+    from components.tpu.control import tpu_node_name
+    from components.tpu.orchestrate import release_tpu
 
     for variant in variants:
         node = tpu_node_name(run_id, variant)
