@@ -23,8 +23,8 @@ def main(argv: list[str], prog: str = "bertja evaluate") -> int:
                         help="where metrics.json, report.md and fill_mask.json go (default: %(default)s)")
     parser.add_argument("--top-k", type=int, default=5, help="fill-mask answers per sentence (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=32, help="examples per batch (default: %(default)s)")
-    parser.add_argument("--max-eval-batches", type=int, default=None,
-                        help="stop the masked-LM evaluation after N batches")
+    parser.add_argument("--max-eval-batches", type=int, default=core.DEFAULT_MAX_EVAL_BATCHES,
+                        help="stop the masked-LM evaluation after N batches; 0 = all (default: %(default)s)")
     parser.add_argument("--finetune-train", metavar="JSONL",
                         help='classification training data: {"text","label"} or {"sentence1","sentence2","label"} per line')
     parser.add_argument("--finetune-eval", metavar="JSONL", help="classification evaluation data (same format)")
