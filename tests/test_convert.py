@@ -353,3 +353,13 @@ def test_snappy_compressed_index_reads_like_the_original(trained, tmp_path):
     assert rewritten.entries == original.entries
     name = "masked_lm/embedding_table/.ATTRIBUTES/VARIABLE_VALUE"
     np.testing.assert_array_equal(rewritten.read(name), original.read(name))
+
+
+def test_state_file_written_by_tensorflow_with_a_non_ascii_absolute_path(trained, tmp_path):
+    import tensorflow as tf
+
+    model_dir = tmp_path / "日本語モデル"
+    model_dir.mkdir()
+    prefix = _copy_checkpoint(trained, model_dir)  # .../日本語モデル/ckpt/ckpt-N
+    tf.compat.v1.train.update_checkpoint_state(str(model_dir), model_checkpoint_path=prefix)
+    assert tensorbundle.TensorBundle(str(model_dir)).prefix == prefix

@@ -10,6 +10,7 @@ its protobuf definitions, and reading works on local paths and ``gs://`` alike.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import re
 import struct
@@ -271,7 +272,8 @@ def _split_prefix(checkpoint: str) -> str:
         m = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', text, re.M)
         if not m:
             raise BadInput(f"{state}: no model_checkpoint_path line")
-        name = m.group(1).encode().decode("unicode_escape")
+        # Text-format string: C escapes (\", \\, \ooo octal bytes) around UTF-8.
+        name = codecs.escape_decode(m.group(1).encode("utf-8"))[0].decode("utf-8")
         prefix = name if (name.startswith("/") or "://" in name) else storage.join(checkpoint, name)
         if not storage.exists(prefix + ".index"):
             # A state file written elsewhere may hold an absolute path: fall back to its basename.
