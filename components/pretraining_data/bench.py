@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
+import time
 
 from components import storage
 from components.benchmark import bertja_argv, gib, mecab_floor_seconds, print_report, run_measured
@@ -41,15 +43,35 @@ def _ours(corpus: str, vocab_dir: str, out_dir: str, name: str, args, workers: i
     output = os.path.join(out_dir, f"{name}.tfrecord.gz")
     measured = run_measured(bertja_argv(
         "pretraining-data", corpus, output, "--vocab-dir", vocab_dir, "--workers", str(workers),
-        "--max-seq-length", str(args.max_seq_length), "--dupe-factor", str(args.dupe_factor)))
-    summary = json.loads(storage.read_text(summary_uri(output)))
-    return {**measured, "instances": summary["instances"], "sentences": summary["sentences"]}
+        "--max-seq-length", str(args.max_seq_length), "--max-predictions", str(args.max_predictions),
+        "--dupe-factor", str(args.dupe_factor)), stdout=subprocess.DEVNULL)
+    return {**measured, **json.loads(storage.read_text(summary_uri(output)))}
+
+
+def _statistics(path: str, args) -> dict:
+    """Instances, mean tokens, mean masked tokens and random-next rate of a GZIP TFRecord file."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    spec = {"input_mask": tf.io.FixedLenFeature([args.max_seq_length], tf.int64),
+            "masked_lm_weights": tf.io.FixedLenFeature([args.max_predictions], tf.float32),
+            "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64)}
+    n = tokens = masked = random_next = 0
+    for batch in tf.data.TFRecordDataset(path, compression_type="GZIP").batch(4096):
+        parsed = tf.io.parse_example(batch, spec)
+        n += int(parsed["input_mask"].shape[0])
+        tokens += int(tf.reduce_sum(parsed["input_mask"]))
+        masked += float(tf.reduce_sum(parsed["masked_lm_weights"]))
+        random_next += int(tf.reduce_sum(parsed["next_sentence_labels"]))
+    return {"instances": n, "mean_tokens_per_instance": tokens / n, "mean_masked_per_instance": masked / n,
+            "random_next_rate": random_next / n}
 
 
 def _reference(reference_dir: str, corpus: str, vocab_dir: str, out_dir: str, name: str, args) -> dict:
     vocab = files.load_vocab(vocab_dir)
-    argv = [sys.executable, os.path.join(reference_dir, "create_pretraining_data.py"),
-            f"--input_file={corpus}", f"--output_file={os.path.join(out_dir, name + '.ref.tfrecord.gz')}",
+    output = os.path.join(out_dir, name + ".ref.tfrecord.gz")
+    argv = [sys.executable, os.path.join(reference_dir, "create_pretraining_data.py"), "--verbosity=-1",
+            f"--input_file={corpus}", f"--output_file={output}",
             f"--vocab_file={os.path.join(vocab_dir, files.VOCAB_FILE)}", "--word_tokenizer_type=mecab",
             f"--subword_tokenizer_type={vocab.subword_tokenizer_type}", f"--mecab_dic_type={vocab.mecab_dic}",
             "--do_whole_word_mask", "--gzip_compress", "--use_v2_feature_names",
@@ -58,7 +80,7 @@ def _reference(reference_dir: str, corpus: str, vocab_dir: str, out_dir: str, na
     if vocab.subword_tokenizer_type == "character":
         argv.append("--vocab_has_no_subword_prefix")
     env = {**os.environ, "PYTHONPATH": reference_dir, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return run_measured(argv, env=env)
+    return {**run_measured(argv, env=env, stdout=subprocess.DEVNULL), "output": output}
 
 
 def main(argv: list[str], prog: str = "bertja bench pretraining-data") -> int:
@@ -73,7 +95,9 @@ def main(argv: list[str], prog: str = "bertja bench pretraining-data") -> int:
     args = p.parse_args(argv)
 
     texts = [line.strip() for line in storage.read_text(args.corpus).splitlines() if line.strip()]
+    cpu = time.process_time()
     floor, n_sentences = mecab_floor_seconds(texts)
+    floor_cpu = time.process_time() - cpu
     del texts
     with tempfile.TemporaryDirectory(prefix="bench-pretraining-data-") as tmp:
         half = os.path.join(tmp, "half.txt")
@@ -84,27 +108,38 @@ def main(argv: list[str], prog: str = "bertja bench pretraining-data") -> int:
         rows = {
             "sentences": n_sentences,
             "instances": full["instances"],
-            "mecab floor s": floor,
-            "wall s (1 worker)": full["wall_s"],
-            "instances/s (1 worker)": full["instances"] / full["wall_s"],
-            "wall / mecab floor": full["wall_s"] / floor,
-            "peak RSS (1 worker)": gib(full["peak_rss_bytes"]),
+            "mean tokens / masked / random-next": _triple(full),
+            "mecab floor s (cpu s)": f"{floor:.2f} ({floor_cpu:.2f})",
+            "wall s (cpu s), 1 worker": f"{full['wall_s']:.2f} ({full['cpu_s']:.2f})",
+            "instances/s, 1 worker": round(full["instances"] / full["wall_s"]),
+            "wall / floor (cpu / floor cpu)": f"{full['wall_s'] / floor:.2f} ({full['cpu_s'] / floor_cpu:.2f})",
+            "peak RSS, 1 worker": gib(full["peak_rss_bytes"]),
             f"peak RSS at {half_sentences} sentences": gib(small["peak_rss_bytes"]),
             "RSS growth bytes/sentence": round(growth, 1),
         }
         for workers in args.workers:
             run = _ours(args.corpus, args.vocab_dir, tmp, f"w{workers}", args, workers)
-            rows[f"wall s ({workers} workers)"] = run["wall_s"]
-            rows[f"instances/s ({workers} workers)"] = run["instances"] / run["wall_s"]
-            rows[f"peak RSS ({workers} workers, tree)"] = gib(run["peak_rss_bytes"])
+            rows[f"wall s (cpu s), {workers} workers"] = f"{run['wall_s']:.2f} ({run['cpu_s']:.2f})"
+            rows[f"instances/s, {workers} workers"] = round(run["instances"] / run["wall_s"])
+            rows[f"peak RSS, {workers} workers (tree)"] = gib(run["peak_rss_bytes"])
         if args.reference:
             ref_full = _reference(args.reference, args.corpus, args.vocab_dir, tmp, "full", args)
             ref_half = _reference(args.reference, half, args.vocab_dir, tmp, "half", args)
-            rows["reference wall s"] = ref_full["wall_s"]
+            ref_stats = _statistics(ref_full["output"], args)
+            rows["reference instances"] = ref_stats["instances"]
+            rows["reference mean tokens / masked / random-next"] = _triple(ref_stats)
+            rows["reference wall s (cpu s)"] = f"{ref_full['wall_s']:.2f} ({ref_full['cpu_s']:.2f})"
+            rows["reference instances/s"] = round(ref_stats["instances"] / ref_full["wall_s"])
             rows["reference peak RSS"] = gib(ref_full["peak_rss_bytes"])
             rows[f"reference peak RSS at {half_sentences} sentences"] = gib(ref_half["peak_rss_bytes"])
             rows["reference RSS growth bytes/sentence"] = round(
                 (ref_full["peak_rss_bytes"] - ref_half["peak_rss_bytes"]) / max(n_sentences - half_sentences, 1), 1)
-            rows["speed-up vs reference (1 worker)"] = ref_full["wall_s"] / full["wall_s"]
+            rows["speed-up vs reference, 1 worker (cpu)"] = (
+                f"{ref_full['wall_s'] / full['wall_s']:.1f}x ({ref_full['cpu_s'] / full['cpu_s']:.1f}x)")
     print_report(f"pretraining-data on {args.corpus} (seq {args.max_seq_length}, dupe {args.dupe_factor})", rows)
     return 0
+
+
+def _triple(stats: dict) -> str:
+    return (f"{stats['mean_tokens_per_instance']:.2f} / {stats['mean_masked_per_instance']:.2f} / "
+            f"{stats['random_next_rate']:.3f}")

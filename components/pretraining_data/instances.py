@@ -44,13 +44,13 @@ class MaskingConfig:
 class Batch:
     """A batch of finished instances, as arrays (one row per instance)."""
 
-    input_ids: np.ndarray        # int64 [N, max_seq_length], padded with [PAD]
-    lengths: np.ndarray          # int64 [N]: tokens incl. [CLS]/[SEP]
-    segment_a: np.ndarray        # int64 [N]: tokens of [CLS] A [SEP] (type id 0)
-    masked_positions: np.ndarray  # int64 [N, max_predictions], sorted, 0-padded
-    masked_ids: np.ndarray       # int64 [N, max_predictions]: original ids, 0-padded
-    masked_counts: np.ndarray    # int64 [N]
-    random_next: np.ndarray      # int64 [N]: 1 = B is from another document
+    input_ids: np.ndarray         # [N, max_seq_length], padded with [PAD]
+    lengths: np.ndarray           # [N]: tokens incl. [CLS]/[SEP]
+    segment_a: np.ndarray         # [N]: tokens of [CLS] A [SEP] (type id 0)
+    masked_positions: np.ndarray  # [N, max_predictions], sorted, 0-padded
+    masked_ids: np.ndarray        # [N, max_predictions]: original ids, 0-padded
+    masked_counts: np.ndarray     # [N]
+    random_next: np.ndarray       # [N]: 1 = B is from another document
 
     def __len__(self) -> int:
         return len(self.lengths)

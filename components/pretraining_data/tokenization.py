@@ -16,7 +16,7 @@ from components.errors import BadInput
 from components.mecab import WordSplitter
 from components.tokenizer import files
 
-_CACHE_LIMIT = 200_000  # words; the cache is cleared when it grows past this
+_CACHE_LIMIT = 50_000  # words; the cache is cleared when full (memory stays flat, hot words return at once)
 
 
 def code_dtype(vocab_size: int) -> np.dtype:
