@@ -164,6 +164,7 @@ def test_converted_logits_match_model_garden(trained, converted):
     assert config["architectures"] == ["BertForPreTraining"]
     assert config["hidden_act"] == "gelu_new"
     assert converted["summary"]["trainer_metadata"].endswith(train_configs.MODEL_DESCRIPTION)
+    assert (converted["summary"]["training_config"], converted["summary"]["stage"]) == ("tiny", 1)
     assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (64, 2, trained["vocab_size"])
 
     seq_length = 48

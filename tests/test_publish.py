@@ -40,7 +40,8 @@ def model_dir(tmp_path_factory):
                         intermediate_size=32, max_position_embeddings=32, hidden_act="gelu_new",
                         architectures=["BertForPreTraining"], tokenizer_class="BertJapaneseTokenizer")
     BertForPreTraining(config).save_pretrained(root)
-    storage.write_text(os.path.join(root, "bertja_conversion.json"), json.dumps({"global_step": 1234}))
+    storage.write_text(os.path.join(root, "bertja_conversion.json"),
+                       json.dumps({"global_step": 1234, "training_config": "tiny"}))
     return root
 
 
@@ -62,7 +63,7 @@ def test_local_release_has_model_card_manifest_and_loads(model_dir, tmp_path):
     assert set(manifest["files"]) == set(released) - {MANIFEST}
     for name, entry in manifest["files"].items():
         assert entry == {"size": len(released[name]), "sha256": hashlib.sha256(released[name]).hexdigest()}
-    assert summary["model_name"] == "bert-2L-16H-japanese-char" and summary["num_parameters"] > 0
+    assert summary["model_name"] == "bert-tiny-japanese-char" and summary["num_parameters"] > 0
     assert sorted(os.listdir(tmp_path / "releases")) == ["v1"]  # no staging left behind
     assert all(stat.S_IMODE(os.stat(os.path.join(release, n)).st_mode) == 0o644 for n in released)
 

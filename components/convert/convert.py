@@ -274,6 +274,8 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
         "checkpoint": bundle.prefix,
         "output_dir": output_dir,
         "trainer_metadata": metadata_uri,
+        "training_config": metadata.get("config"),  # tiny | base | large, when the trainer said so
+        "stage": metadata.get("stage"),
         "global_step": _global_step(bundle),
         "vocab_size": vocab_size,
         "hidden_size": hidden,

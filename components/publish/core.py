@@ -95,7 +95,10 @@ def describe_model(model_dir: str) -> dict:
     info["num_parameters"] = count_parameters(storage.join(model_dir, "model.safetensors"))
     conversion_uri = storage.join(model_dir, CONVERSION_FILE)
     if storage.exists(conversion_uri):
-        info["global_step"] = storage.read_json_object(conversion_uri).get("global_step")
+        conversion = storage.read_json_object(conversion_uri)
+        info["global_step"] = conversion.get("global_step")
+        if (hidden, layers) not in SIZES and conversion.get("training_config"):
+            info["size"] = str(conversion["training_config"])  # e.g. the laptop profile "tiny"
     return info
 
 
