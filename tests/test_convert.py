@@ -364,3 +364,28 @@ def test_state_file_written_by_tensorflow_with_a_non_ascii_absolute_path(trained
     prefix = _copy_checkpoint(trained, model_dir)  # .../日本語モデル/ckpt/ckpt-N
     tf.compat.v1.train.update_checkpoint_state(str(model_dir), model_checkpoint_path=prefix)
     assert tensorbundle.TensorBundle(str(model_dir)).prefix == prefix
+
+
+def test_sharded_and_sliced_checkpoints_read_as_tensorflow_does(tmp_path):
+    """Multi-shard data files (multi-host TPU saves) and variables split into slices by a sharding policy."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(3)
+    variables = {f"w{i}": tf.Variable(rng.normal(size=(70, 40)).astype(np.float32)) for i in range(4)}
+    variables["steps"] = tf.Variable(np.arange(7, dtype=np.int64))
+    variables["half"] = tf.Variable(rng.normal(size=5).astype(np.float16))
+    variables["bf16"] = tf.Variable(tf.constant([1.5, -2.25, 3.0], tf.bfloat16))
+    policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=9000)
+    prefix = tf.train.Checkpoint(**variables).write(
+        str(tmp_path / "ckpt"), options=tf.train.CheckpointOptions(experimental_sharding_callback=policy))
+
+    bundle = tensorbundle.TensorBundle(prefix)
+    assert bundle.num_shards > 1 and any(e.slices for e in bundle.entries.values())
+    names = [n for n in bundle.names() if n != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    arrays = bundle.read_many(names)
+    for name in names:
+        expected = tf.train.load_variable(prefix, name)
+        if name.startswith("bf16/"):
+            expected = expected.astype(np.float32)  # bfloat16 is widened to float32
+        assert arrays[name].dtype == expected.dtype, name
+        np.testing.assert_array_equal(arrays[name], expected, err_msg=name)

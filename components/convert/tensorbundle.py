@@ -4,7 +4,9 @@ A checkpoint ``PREFIX`` is ``PREFIX.index`` plus ``PREFIX.data-SSSSS-of-NNNNN``
 shards. The index is a LevelDB-style SSTable whose keys are variable names and
 whose values are ``BundleEntryProto`` messages (dtype, shape, shard, offset,
 size, masked CRC32C); the empty key holds a ``BundleHeaderProto``. Tensor bytes
-sit raw in the shards. The conversion image then needs neither TensorFlow nor
+sit raw in the shards (several with multi-host saves). A variable split by a
+sharding policy has an entry listing its slices and one entry per slice under an
+OrderedCode key (``\x00``, the name, the extents). The conversion image then needs neither TensorFlow nor
 its protobuf definitions, and reading works on local paths and ``gs://`` alike.
 """
 
@@ -51,7 +53,9 @@ class TensorEntry:
     offset: int
     size: int
     crc32c: int | None
-    sliced: bool
+    # A variable saved in slices (a sharding policy split it): each slice's extent per dimension,
+    # (start, length or None for the whole dimension); the bytes live in the slice entries.
+    slices: tuple[tuple[tuple[int, int | None], ...], ...] = ()
 
 
 # ---------------------------------------------------------------------------
@@ -234,7 +238,7 @@ def sstable_items(table: bytes, where: str) -> list[tuple[bytes, bytes]]:
 
 def _parse_entry(name: str, value: bytes) -> TensorEntry:
     dtype = shard_id = offset = size = 0
-    crc, shape, sliced = None, (), False
+    crc, shape, slices = None, (), []
     for field, v in proto_fields(value):
         if field == 1:
             dtype = v
@@ -255,8 +259,32 @@ def _parse_entry(name: str, value: bytes) -> TensorEntry:
         elif field == 6:
             crc = v
         elif field == 7:
-            sliced = True
-    return TensorEntry(name, dtype, shape, shard_id, offset, size, crc, sliced)
+            slices.append(_parse_slice(v))
+    return TensorEntry(name, dtype, shape, shard_id, offset, size, crc, tuple(slices))
+
+
+def _parse_slice(buf: bytes) -> tuple[tuple[int, int | None], ...]:
+    """TensorSliceProto: one Extent {start, length (absent = the whole dimension)} per dimension."""
+    extents = []
+    for field, extent in proto_fields(buf):
+        if field == 1:
+            values = dict(proto_fields(extent))
+            extents.append((_signed64(values.get(1, 0)), _signed64(values[2]) if 2 in values else None))
+    return tuple(extents)
+
+
+def _slice_key_name(key: bytes) -> str:
+    """The variable name in a slice key (OrderedCode: 0, the name with \\x00 escaped, extents)."""
+    out, pos = bytearray(), 1
+    while pos < len(key):
+        b = key[pos]
+        if b == 0 and key[pos + 1:pos + 2] == b"\x01":
+            return out.decode("utf-8")
+        if b in (0, 0xFF):  # escaped \x00 (\x00\xff) or \xff (\xff\x00)
+            pos += 1
+        out.append(b)
+        pos += 1
+    raise ValueError("unterminated name in slice key")
 
 
 def _split_prefix(checkpoint: str) -> str:
@@ -293,9 +321,14 @@ class TensorBundle:
         index_uri = self.prefix + ".index"
         entries: dict[str, TensorEntry] = {}
         num_shards = 1
+        slice_entries: dict[str, list[TensorEntry]] = {}
         for key, value in sstable_items(storage.read_bytes(index_uri), index_uri):
-            name = key.decode("utf-8")
             try:
+                if key.startswith(b"\x00"):  # one slice of a sliced variable, in extent order
+                    name = _slice_key_name(key)
+                    slice_entries.setdefault(name, []).append(_parse_entry(name, value))
+                    continue
+                name = key.decode("utf-8")
                 if name == "":
                     for field, v in proto_fields(value):
                         if field == 1:
@@ -304,10 +337,15 @@ class TensorBundle:
                             raise BadInput(f"{index_uri}: big-endian checkpoints are not supported")
                     continue
                 entries[name] = _parse_entry(name, value)
-            except ValueError as e:
-                raise BadInput(f"{index_uri}: corrupt entry for {name!r} ({e})") from e
+            except (ValueError, UnicodeDecodeError) as e:
+                raise BadInput(f"{index_uri}: corrupt entry for {key!r} ({e})") from e
         self.num_shards = num_shards
         self.entries = entries
+        self.slice_entries = slice_entries
+        for name, entry in entries.items():
+            if entry.slices and len(slice_entries.get(name, ())) != len(entry.slices):
+                raise BadInput(f"{index_uri}: {name!r} has {len(entry.slices)} slices but "
+                               f"{len(slice_entries.get(name, ()))} slice entries")
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -330,16 +368,34 @@ class TensorBundle:
 
     def iter_tensors(self, names) -> Iterator[tuple[str, np.ndarray]]:
         """Yields ``(name, array)`` one at a time in storage order, so memory holds one tensor."""
-        shard, stream = None, None
         with contextlib.ExitStack() as stack:
+            streams: dict[int, object] = {}
+
+            def read(entry: TensorEntry) -> np.ndarray:
+                if entry.shard_id not in streams:
+                    if len(streams) >= 2:  # storage order: an earlier shard is finished with
+                        stack.close()
+                        streams.clear()
+                    streams[entry.shard_id] = stack.enter_context(
+                        storage.open_read(self.shard_uri(entry.shard_id), decompress=False))
+                stream = streams[entry.shard_id]
+                stream.seek(entry.offset)
+                return self._decode(entry, stream.read(entry.size))
+
             for name in self.read_order(names):
                 entry = self.entries[name]
-                if entry.shard_id != shard:
-                    stack.close()
-                    shard = entry.shard_id
-                    stream = stack.enter_context(storage.open_read(self.shard_uri(shard), decompress=False))
-                stream.seek(entry.offset)
-                yield name, self._decode(entry, stream.read(entry.size))
+                if not entry.slices:
+                    yield name, read(entry)
+                    continue
+                dtype = np.float32 if entry.dtype == BFLOAT16_DTYPE else NUMPY_DTYPES.get(entry.dtype)
+                if dtype is None:
+                    raise BadInput(f"{self.prefix} ({name}): unsupported dtype enum {entry.dtype} for a sliced variable")
+                full = np.empty(entry.shape, dtype=dtype)
+                extents = sorted(entry.slices, key=lambda sl: [x for start, n in sl for x in (start, -1 if n is None else n)])
+                for extent, part in zip(extents, self.slice_entries[name]):
+                    index = tuple(slice(start, None if n is None else start + n) for start, n in extent)
+                    full[index] = read(part)
+                yield name, full
 
     def read_many(self, names) -> dict[str, np.ndarray]:
         return dict(self.iter_tensors(names))
@@ -349,8 +405,6 @@ class TensorBundle:
 
     def _decode(self, entry: TensorEntry, data: bytes) -> np.ndarray:
         where = f"{self.shard_uri(entry.shard_id)} ({entry.name})"
-        if entry.sliced:
-            raise BadInput(f"{where}: partitioned (sliced) variables are not supported")
         if len(data) != entry.size:
             raise BadInput(f"{where}: expected {entry.size} bytes at offset {entry.offset}, "
                            f"got {len(data)} (truncated shard?)")
