@@ -83,45 +83,44 @@ def _with_root(profile, root):
 
 def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local", overrides: dict | None = None,
               enable_caching: bool = True) -> dict:
-    """Runs the whole DAG with kfp.local's SubprocessRunner in this environment."""
+    """Runs the whole DAG with kfp.local's SubprocessRunner in this environment.
+
+    Models are published to ``OUTPUT/models/`` (unless ``release_uri`` is given),
+    so a run served entirely from the cache still points at them.
+    """
     from kfp import local
 
     from pipelines.pretraining import build
 
-    values = pipeline_values(profile_name, overrides or {})
     output_dir = os.path.abspath(output_dir)
+    overrides = dict(overrides or {})
+    overrides.setdefault("release_uri", os.path.join(output_dir, "models"))
+    values = pipeline_values(profile_name, overrides)
     root = os.path.join(output_dir, "pipeline-root")
     os.makedirs(root, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
                enable_caching=enable_caching, cache_root=os.path.join(output_dir, "cache"))
-    pipeline = build(profiles.get(profile_name))
-    before = set(os.listdir(root))
     start = time.monotonic()
-    pipeline(**values)
+    build(profiles.get(profile_name))(**values)
     seconds = time.monotonic() - start
-    (run_dir,) = [os.path.join(root, d) for d in set(os.listdir(root)) - before]
-    return {"seconds": seconds, "models": published_models(run_dir), "output_dir": output_dir, "run_dir": run_dir}
+    return {"seconds": seconds, "models": published_models(values), "output_dir": output_dir}
 
 
-def published_models(run_dir: str) -> list[dict]:
-    """The models a local run published, read from the publish steps' manifests.
+def published_models(values: dict) -> list[dict]:
+    """The model directories this run's parameters publish to (see ``publish_model``)."""
+    from components import storage
+    from components.publish.naming import releases_of
 
-    A publish step served from the cache writes nothing under this run, so its
-    output is found through the cache entry's artifact (the same one as before).
-    """
-    from components import artifacts
-
+    root = storage.local_path(values["release_uri"])
+    names = os.listdir(root) if os.path.isdir(root) else []
     found = []
-    for dirpath, _dirs, files in os.walk(run_dir):
-        if os.path.basename(dirpath) == "publish-model" and "executor_output.json" in files:
-            with open(os.path.join(dirpath, "executor_output.json")) as f:
-                out = json.load(f)
-            for art in out.get("artifacts", {}).get("release", {}).get("artifacts", []):
-                path = art["uri"]
-                manifest = artifacts.read_manifest(path)
-                found.append({"variant": manifest["stats"].get("variant") or art.get("metadata", {}).get("variant"),
-                              "model_dir": manifest["release_uri"]})
-    return sorted(found, key=lambda m: m["variant"] or "")
+    for variant in values["variants"]:
+        releases = releases_of(names, values["model_size"], variant)
+        if not releases:
+            raise BadInput(f"no published {variant} model under {root} "
+                           "(deleted while the cache was kept? run again with --no-cache)")
+        found.append({"variant": variant, "model_dir": os.path.join(root, releases[-1])})
+    return found
 
 
 def fill_mask(model_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> list[dict]:

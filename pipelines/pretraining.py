@@ -149,6 +149,7 @@ def build(profile: Profile):
     ):
         release = on(release_compute(backend=training_backend, run_id=RUN_ID, variants=variants,
                                      gcp_project=gcp_project, gcp_zone=gcp_zone), "control")
+        release.set_caching_options(False)  # releasing compute is never "already done"
         with dsl.ExitHandler(release, name="release-training-compute"):
             # 1. Concrete sources (never cached): the cache key of everything below.
             checked = on(check_parameters(

@@ -107,11 +107,11 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
         assert "variant-selected" in cond.trigger_policy.condition
         inner = spec.components[cond.component_ref.name].dag.tasks
         assert any(n.startswith("bert-japanese-variant") for n in inner), list(inner)
-    # caching: on for every step but source resolution
+    # caching: on for every step but source resolution and the exit task
     for _owner, name, task in tasks:
         if task.component_ref.name in spec.components and spec.components[task.component_ref.name].HasField("dag"):
             continue
-        expected = name != "resolve-sources"
+        expected = name not in ("resolve-sources", "release-compute")
         assert task.caching_options.enable_cache is expected, name
 
 

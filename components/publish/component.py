@@ -13,13 +13,14 @@ def publish_model(hf_model: Input[Model], evaluation: Input[Dataset], release_ur
     """Publishes to ``release_uri`` (or, when empty, into this artifact) with a generated README."""
     from components import artifacts, storage
     from components.publish.core import publish_model as publish
+    from components.publish.naming import model_name, release_name
 
     metrics = artifacts.read_manifest(evaluation.path).get("metrics", {})
     target = release_uri.rstrip("/") if release_uri else artifacts.data_root(release.uri, release.path)
     if release_uri:
-        target = storage.join(target, f"bert-{model_size}-japanese-{variant}-{wikipedia_dump_date}")
+        target = storage.join(target, release_name(model_size, variant, wikipedia_dump_date))
     result = publish(artifacts.data_root(hf_model.uri, hf_model.path), target, metrics=metrics,
-                     model_name=f"bert-{model_size}-japanese-{variant}", variant=variant,
+                     model_name=model_name(model_size, variant), variant=variant,
                      sources={"wikipedia_dump_date": wikipedia_dump_date, "wikipedia_url": wikipedia_url,
                               "cc100_url": cc100_url})
     artifacts.write_manifest(release.path, {"release_uri": target, "stats": result})
