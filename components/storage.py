@@ -30,6 +30,8 @@ from urllib.parse import unquote, urlparse
 from components.errors import BadInput
 
 GCS_CHUNK = 8 * 1024 * 1024
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # ---------------------------------------------------------------------------
@@ -350,6 +352,7 @@ def open_write(uri: str, *, text: bool = False, compress: bool | None = None,
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets what open() would give
         raw = os.fdopen(fd, "wb", buffering=1 << 20)
 
         def commit():

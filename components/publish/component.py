@@ -15,7 +15,10 @@ def publish_model(hf_model: Input[Model], evaluation: Input[Dataset], release_ur
     from components.publish.core import publish_model as publish
     from components.publish.naming import model_name, release_name
 
-    metrics = artifacts.read_manifest(evaluation.path).get("metrics", {})
+    evaluated = artifacts.read_manifest(evaluation.path)
+    # the evaluation's metrics.json carries the fill-mask examples for the card, not just numbers
+    metrics = (artifacts.resolve(evaluation.uri, evaluation.path, "metrics.json")
+               if "metrics.json" in evaluated.get("files", []) else evaluated.get("metrics", {}))
     target = release_uri.rstrip("/") if release_uri else artifacts.data_root(release.uri, release.path)
     if release_uri:
         target = storage.join(target, release_name(model_size, variant, wikipedia_dump_date))
