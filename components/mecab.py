@@ -72,13 +72,14 @@ class WordSplitter:
     def __call__(self, text: str) -> list[str]:
         text = unicodedata.normalize("NFKC", text)
         if text.isprintable():
-            # The only whitespace is ASCII space, which never occurs in a surface.
+            # The only whitespace is ASCII space, which never occurs in a surface
+            # (so no word is empty or blank).
             words = self._tagger.parse(text).split()
         else:
-            words = [w.surface for w in self._tagger(text)]
+            words = [s for s in (w.surface for w in self._tagger(text)) if s and not s.isspace()]
         if self.do_lower_case:
             words = [w.lower() for w in words]
-        return [w for w in words if w and not w.isspace()]
+        return words
 
     def __getstate__(self):
         # Taggers are C objects: workers rebuild their own.
