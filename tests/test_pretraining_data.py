@@ -82,14 +82,14 @@ def made(vocab_dirs, tmp_path_factory):
     return result
 
 
-def read_records(path: str) -> dict[str, np.ndarray]:
+def read_records(path: str, seq: int = SEQ, pred: int = PRED) -> dict[str, np.ndarray]:
     """Parses a GZIP TFRecord file with TensorFlow and Model Garden's own feature spec."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
     from official.nlp.data import pretrain_dataloader
 
     config = pretrain_dataloader.BertPretrainDataConfig(
-        input_path=path, seq_length=SEQ, max_predictions_per_seq=PRED, use_v2_feature_names=True,
+        input_path=path, seq_length=seq, max_predictions_per_seq=pred, use_v2_feature_names=True,
         file_type="tfrecord_compressed", global_batch_size=1, is_training=False)
     spec = pretrain_dataloader.BertPretrainDataLoader(config)._name_to_features()
     dataset = tf.data.TFRecordDataset(path, compression_type="GZIP").batch(8192)
@@ -271,6 +271,18 @@ def test_several_output_files_split_the_instances(small_corpus, vocab_dirs, tmp_
     counts = [len(read_records(str(tmp_path / n))["input_mask"]) for n in names]
     assert sum(counts) == summary["instances"] and max(counts) - min(counts) <= 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names + ["part.summary.json"])
+
+
+def test_stage_2_lengths(small_corpus, vocab_dirs, tmp_path):
+    """Wikipedia's stage: seq 512, 76 predictions (positions need 2-byte varints)."""
+    output = str(tmp_path / "s2.tfrecord.gz")
+    summary = create_pretraining_data(small_corpus, output, vocab_dirs["wordpiece"], max_seq_length=512,
+                                      max_predictions=76, dupe_factor=1)
+    r = read_records(output, 512, 76)
+    lengths = r["input_mask"].sum(axis=1)
+    counts = r["masked_lm_weights"].sum(axis=1)
+    assert len(lengths) == summary["instances"] > 0 and lengths.max() > 300 and counts.max() > 40
+    assert (r["masked_lm_positions"].max(axis=1) < lengths).all() and r["masked_lm_positions"].max() > 127
 
 
 def test_gcs_input_vocab_and_output(gcs, small_corpus, vocab_dirs, tmp_path):

@@ -84,6 +84,35 @@ def _make_block(unit: tuple[int, int, np.ndarray]) -> tuple[list[bytes], tuple[i
     return tfrecord.batch_records(batch, config.vocab_size), stats
 
 
+class RecordMixer:
+    """A bounded shuffle buffer: each record that comes in sends a random one out.
+
+    Blocks hold the instances of a few documents; this spreads them over the
+    ``size`` records around them, without ever holding more than ``size``.
+    """
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size, self.rng = size, rng
+        self.buffer: list[bytes] = []
+
+    def mix(self, records: list[bytes]) -> list[bytes]:
+        """The records to write now, in order."""
+        free = self.size - len(self.buffer)
+        if free > 0:
+            self.buffer += records[:free]
+            records = records[free:]
+        buffer, out = self.buffer, []
+        for slot, record in zip(self.rng.integers(0, self.size, len(records)).tolist(), records):
+            out.append(buffer[slot])
+            buffer[slot] = record
+        return out
+
+    def drain(self) -> list[bytes]:
+        out = [self.buffer[i] for i in self.rng.permutation(len(self.buffer)).tolist()]
+        self.buffer = []
+        return out
+
+
 def _units(num_docs: int, dupe_factor: int, seed: int):
     for pass_index in range(dupe_factor):
         order = np.random.default_rng([seed, 1, pass_index]).permutation(num_docs)
@@ -129,31 +158,23 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
                                      vocab_size=len(tokenizer.vocab), continuation=tokenizer.continuation)
     totals = np.zeros(4, dtype=np.int64)  # instances, tokens, masked tokens, random next
     progress = Progress("pretraining-data: instances", "instances")
-    mixer = random.Random(f"{seed}:shuffle")
+    mixer = RecordMixer(shuffle_buffer, np.random.default_rng([seed, 3]))
     with ExitStack() as stack:
         writers = [stack.enter_context(tfrecord.open_gzip_records(uri)) for uri in outputs]
-        buffer: list[bytes] = []
         written = 0
 
-        def emit(record: bytes) -> None:
+        def emit(records: list[bytes]) -> None:  # round robin over the files, as the reference does
             nonlocal written
-            writers[written % len(writers)].write(record)
-            written += 1
+            for k, writer in enumerate(writers):
+                writer.write_many(records[(k - written) % len(writers)::len(writers)])
+            written += len(records)
 
         for records, stats in ordered_map(_make_block, _units(len(docs), dupe_factor, seed), workers=workers,
                                           initializer=_set_state, initargs=(docs, config, seed)):
             totals += stats
             progress.add(stats[0])
-            for record in records:
-                if len(buffer) < shuffle_buffer:
-                    buffer.append(record)
-                else:
-                    j = mixer.randrange(shuffle_buffer)
-                    emit(buffer[j])
-                    buffer[j] = record
-        mixer.shuffle(buffer)
-        for record in buffer:
-            emit(record)
+            emit(mixer.mix(records))
+        emit(mixer.drain())
     progress.done()
 
     n_instances, n_tokens, n_masked, n_random = (int(x) for x in totals)

@@ -61,7 +61,8 @@ def layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) 
 
     Ranges index ``docs.codes`` before truncation.
     """
-    sentence_ends, document_ends = docs.sentence_ends, docs.document_ends
+    # memoryviews: indexing them gives Python ints, several times faster than numpy scalars
+    sentence_ends, document_ends = memoryview(docs.sentence_ends), memoryview(docs.document_ends)
     num_docs = len(document_ends)
     max_num_tokens = config.max_num_tokens
     rows: list[tuple[int, int, int, int, int]] = []
@@ -71,13 +72,13 @@ def layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) 
         return low + int(uniform() * (high - low + 1))
 
     def sentence_span(doc: int) -> tuple[int, int]:
-        return (int(document_ends[doc - 1]) if doc else 0), int(document_ends[doc])
+        return (document_ends[doc - 1] if doc else 0), document_ends[doc]
 
     for doc in doc_ids:
         doc = int(doc)
         s_lo, s_hi = sentence_span(doc)
         ends = sentence_ends[s_lo:s_hi].tolist()
-        first_start = int(sentence_ends[s_lo - 1]) if s_lo else 0
+        first_start = sentence_ends[s_lo - 1] if s_lo else 0
         starts = [first_start, *ends[:-1]]
         target = max_num_tokens
         if uniform() < config.short_seq_prob:
@@ -98,11 +99,11 @@ def layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) 
                             break
                     o_lo, o_hi = sentence_span(other)
                     j = randint(o_lo, o_hi - 1)
-                    b0 = int(sentence_ends[j - 1]) if j else 0
-                    b1 = int(sentence_ends[j])
+                    b0 = sentence_ends[j - 1] if j else 0
+                    b1 = sentence_ends[j]
                     while b1 - b0 < target_b and j < o_hi - 1:
                         j += 1
-                        b1 = int(sentence_ends[j])
+                        b1 = sentence_ends[j]
                     rows.append((a0, a1, b0, b1, 1))
                     i -= chunk_n - a_end  # the unused sentences go back
                 else:

@@ -176,10 +176,10 @@ class GzipRecordWriter:
         self._pending_bytes = 0
         self.records = 0
 
-    def write(self, record: bytes) -> None:
-        self._pending.append(record)
-        self._pending_bytes += len(record)
-        self.records += 1
+    def write_many(self, records: list[bytes]) -> None:
+        self._pending += records
+        self._pending_bytes += sum(map(len, records))
+        self.records += len(records)
         if self._pending_bytes >= self.FLUSH_BYTES:
             self._compress()
 

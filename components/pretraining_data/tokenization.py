@@ -16,7 +16,7 @@ from components.errors import BadInput
 from components.mecab import WordSplitter
 from components.tokenizer import files
 
-_CACHE_LIMIT = 50_000  # words; the cache is cleared when full (memory stays flat, hot words return at once)
+_CACHE_LIMIT = 100_000  # words (~20 MB at most); frequent words come early, so they are in it
 
 
 def code_dtype(vocab_size: int) -> np.dtype:
@@ -56,13 +56,15 @@ class PieceTokenizer:
         cache = self._cache
         try:
             return [code for word in words for code in cache[word]]
-        except KeyError:  # a word not seen yet (or the cache was just cleared)
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            for word in words:
-                if word not in cache:
-                    cache[word] = self._characters(word) if self.character else self._wordpieces(word)
-            return [code for word in words for code in cache[word]]
+        except KeyError:  # a word not seen yet
+            pieces = [cache.get(word) or self._pieces(word) for word in words]
+            return [code for word_codes in pieces for code in word_codes]
+
+    def _pieces(self, word: str) -> tuple[int, ...]:
+        pieces = self._characters(word) if self.character else self._wordpieces(word)
+        if len(self._cache) < _CACHE_LIMIT:  # once full, the cache keeps the words that came first
+            self._cache[word] = pieces
+        return pieces
 
     def _wordpieces(self, word: str) -> tuple[int, ...]:
         ids, cont = self._ids, self.continuation
