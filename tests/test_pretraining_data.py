@@ -269,7 +269,8 @@ def test_several_output_files_split_the_instances(small_corpus, vocab_dirs, tmp_
     names = [f"part-{i:05d}-of-00003.tfrecord.gz" for i in range(3)]
     assert summary["outputs"] == [str(tmp_path / n) for n in names]
     counts = [len(read_records(str(tmp_path / n))["input_mask"]) for n in names]
-    assert sum(counts) == summary["instances"] and max(counts) - min(counts) <= 1
+    assert counts == summary["output_instances"] and sum(counts) == summary["instances"]
+    assert max(counts) - min(counts) <= 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names + ["part.summary.json"])
 
 

@@ -45,7 +45,7 @@ def _stem(output_uri: str) -> str:
 def output_uris(output_uri: str, num_output_files: int = 1) -> list[str]:
     """The data files: ``OUTPUT`` itself, or ``STEM-00000-of-0000K.tfrecord.gz`` for K > 1."""
     if num_output_files == 1:
-        if not output_uri.endswith(".gz"):
+        if not output_uri.endswith(TFRECORD_SUFFIX):
             raise BadInput(f"output {output_uri!r}: must end with {TFRECORD_SUFFIX} (the files are GZIP TFRecords)")
         return [output_uri]
     stem = _stem(output_uri)
@@ -54,10 +54,7 @@ def output_uris(output_uri: str, num_output_files: int = 1) -> list[str]:
 
 def summary_uri(output_uri: str) -> str:
     """The JSON summary beside the output: ``STEM.summary.json`` (STEM = output less ``.tfrecord.gz``)."""
-    stem = _stem(output_uri)
-    if stem == output_uri and stem.endswith(".gz"):
-        stem = stem[:-3]
-    return stem + SUMMARY_SUFFIX
+    return _stem(output_uri) + SUMMARY_SUFFIX
 
 
 def _check(name: str, ok: bool, rule: str, value) -> None:
@@ -175,12 +172,14 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
             progress.add(stats[0])
             emit(mixer.mix(records))
         emit(mixer.drain())
+        output_instances = [writer.records for writer in writers]
     progress.done()
 
     n_instances, n_tokens, n_masked, n_random = (int(x) for x in totals)
     summary = {
         "input": input_uri,
         "outputs": outputs,
+        "output_instances": output_instances,
         "instances": n_instances,
         "tokens": n_tokens,
         "masked_tokens": n_masked,

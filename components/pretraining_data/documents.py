@@ -76,9 +76,7 @@ def _tokenize_chunk(lines: list[bytes]) -> tuple[bytes, bytes]:
         if not line:
             counts.append(BLANK)
             continue
-        line_codes = tokenizer.codes(line)
-        codes.extend(line_codes)
-        counts.append(len(line_codes))
+        counts.append(tokenizer.extend_codes(codes, line))
     return codes.tobytes(), counts.tobytes()
 
 

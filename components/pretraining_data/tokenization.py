@@ -9,6 +9,7 @@ documents can then be kept as one flat integer array.
 from __future__ import annotations
 
 import unicodedata
+from itertools import chain
 
 import numpy as np
 
@@ -52,13 +53,20 @@ class PieceTokenizer:
         self.__init__(**state)
 
     def codes(self, line: str) -> list[int]:
+        out: list[int] = []
+        self.extend_codes(out, line)
+        return out
+
+    def extend_codes(self, out, line: str) -> int:
+        """Appends the line's codes to ``out`` (a list or array); returns how many."""
         words = self._words(line)
-        cache = self._cache
+        start = len(out)
         try:
-            return [code for word in words for code in cache[word]]
+            out.extend(chain.from_iterable(map(self._cache.__getitem__, words)))
         except KeyError:  # a word not seen yet
-            pieces = [cache.get(word) or self._pieces(word) for word in words]
-            return [code for word_codes in pieces for code in word_codes]
+            del out[start:]
+            out.extend(chain.from_iterable(self._cache.get(word) or self._pieces(word) for word in words))
+        return len(out) - start
 
     def _pieces(self, word: str) -> tuple[int, ...]:
         pieces = self._characters(word) if self.character else self._wordpieces(word)
