@@ -126,7 +126,10 @@ def published_models(values: dict) -> list[dict]:
 def fill_mask(model_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> list[dict]:
     """Asks the converted model to fill ``[MASK]`` (what a user tries first)."""
     from transformers import pipeline
+    from transformers.utils import logging as hf_logging
 
+    # The pretraining checkpoint's NSP head is unused by a masked-LM model; that is expected, not news.
+    hf_logging.set_verbosity_error()
     fill = pipeline("fill-mask", model=model_dir, tokenizer=model_dir, device="cpu")
     return [{"token": r["token_str"], "score": round(float(r["score"]), 4)} for r in fill(text, top_k=top_k)]
 
