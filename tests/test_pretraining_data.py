@@ -122,9 +122,10 @@ def hf_document_ids(vocab_dir: str) -> list[list[int]]:
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["wordpiece", "character"])
-def test_tokenization_equals_transformers_bert_japanese_tokenizer(vocab_dirs, kind):
+def test_tokenization_equals_transformers_bert_japanese_tokenizer(vocab_dirs, kind, monkeypatch):
     from transformers import AutoTokenizer
 
+    from components.pretraining_data import tokenization
     from components.pretraining_data.tokenization import load_tokenizer
 
     hf = AutoTokenizer.from_pretrained(vocab_dirs[kind])
@@ -141,6 +142,11 @@ def test_tokenization_equals_transformers_bert_japanese_tokenizer(vocab_dirs, ki
             assert [bool(c & ours.continuation) for c in codes] == [t.startswith("##") for t in hf_tokens], line
         unk_seen += hf_tokens.count("[UNK]")
     assert unk_seen > 0  # the unknown-character and too-long-word paths were exercised
+    # Once the word cache is full, new words are still tokenized the same.
+    monkeypatch.setattr(tokenization, "_CACHE_LIMIT", 50)
+    small_cache = load_tokenizer(vocab_dirs[kind])
+    assert [small_cache.codes(line) for line in lines[:500]] == [ours.codes(line) for line in lines[:500]]
+    assert len(small_cache._cache) == 50
 
 
 # ---------------------------------------------------------------------------

@@ -60,12 +60,15 @@ class PieceTokenizer:
     def extend_codes(self, out, line: str) -> int:
         """Appends the line's codes to ``out`` (a list or array); returns how many."""
         words = self._words(line)
+        cache = self._cache
         start = len(out)
         try:
-            out.extend(chain.from_iterable(map(self._cache.__getitem__, words)))
-        except KeyError:  # a word not seen yet
+            out.extend(chain.from_iterable(map(cache.__getitem__, words)))
+        except KeyError:  # a word not seen yet: add the new words, then the same again
             del out[start:]
-            out.extend(chain.from_iterable(self._cache.get(word) or self._pieces(word) for word in words))
+            pieces = {word: self._pieces(word) for word in words if word not in cache}
+            lookup = cache.__getitem__ if len(cache) < _CACHE_LIMIT else (lambda w: pieces[w] if w in pieces else cache[w])
+            out.extend(chain.from_iterable(map(lookup, words)))
         return len(out) - start
 
     def _pieces(self, word: str) -> tuple[int, ...]:
