@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +43,7 @@ class Documents:
         return len(self.codes)
 
     def nbytes(self) -> int:
+        """Memory the documents take (what grows with the shard)."""
         return self.codes.nbytes + self.sentence_ends.nbytes + self.document_ends.nbytes
 
 
@@ -50,7 +51,7 @@ class Documents:
 class ReadStats:
     input_lines: int = 0
     invalid_utf8_lines: int = 0
-    first_invalid_lines: list | None = None  # up to 10 line numbers, for the log
+    first_invalid_lines: list[int] = field(default_factory=list)  # up to 10 line numbers, for the log
     lines_without_tokens: int = 0
 
 
@@ -104,7 +105,7 @@ def read_documents(input_uri: str, tokenizer: PieceTokenizer, *, workers: int = 
     codes = array.array(np.dtype(tokenizer.dtype).char)
     sentence_ends = array.array("q")
     document_ends = array.array("q")
-    stats = ReadStats(first_invalid_lines=[])
+    stats = ReadStats()
     open_document = False
     progress = Progress("pretraining-data: tokenized", "lines")
     for chunk_codes, chunk_counts in ordered_map(_tokenize_chunk, _chunks(input_uri, progress), workers=workers,
