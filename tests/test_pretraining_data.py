@@ -292,6 +292,21 @@ def test_stage_2_lengths(small_corpus, vocab_dirs, tmp_path):
     assert (r["masked_lm_positions"].max(axis=1) < lengths).all() and r["masked_lm_positions"].max() > 127
 
 
+def test_vocabularies_over_32768_tokens(small_corpus, vocab_dirs, tmp_path):
+    """Ids then need 32-bit codes; the output is the same apart from the ids' range."""
+    tokens = list(files.load_vocab(vocab_dirs["wordpiece"]).tokens)
+    big = str(tmp_path / "big")
+    files.write_tokenizer_dir(big, tokens + [f"[extra{i}]" for i in range(40_000 - len(tokens))],
+                              subword_tokenizer_type="wordpiece")
+    small = create_pretraining_data(small_corpus, str(tmp_path / "s.tfrecord.gz"), vocab_dirs["wordpiece"],
+                                    dupe_factor=1)
+    large = create_pretraining_data(small_corpus, str(tmp_path / "l.tfrecord.gz"), big, dupe_factor=1)
+    assert large["vocab_size"] == 40_000 and large["instances"] == small["instances"]
+    assert large["masked_tokens"] == small["masked_tokens"] and large["tokens"] == small["tokens"]
+    r = read_records(str(tmp_path / "l.tfrecord.gz"))
+    assert r["input_word_ids"].max() >= 32768 > r["masked_lm_ids"].max()  # random replacements reach the new ids
+
+
 def test_gcs_input_vocab_and_output(gcs, small_corpus, vocab_dirs, tmp_path):
     storage.copy(small_corpus, f"{gcs}/corpus/shard.txt.gz")
     storage.copy_tree(vocab_dirs["wordpiece"], f"{gcs}/vocab")
