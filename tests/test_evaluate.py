@@ -14,7 +14,8 @@ import pytest
 
 from components import storage
 from components.errors import BadInput
-from components.evaluate import core, tfrecord
+from components import tfrecord
+from components.evaluate import core
 from components.evaluate.finetune import macro_f1
 from components.tokenizer import files as tokenizer_files
 

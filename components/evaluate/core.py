@@ -20,7 +20,7 @@ import numpy as np
 from components import storage
 from components.errors import BadInput
 from components.evaluate import finetune
-from components.evaluate.tfrecord import iter_examples
+from components.tfrecord import iter_examples
 from components.progress import Progress
 
 METRICS_FILE = "metrics.json"

@@ -15,12 +15,12 @@ import functools
 import struct
 from collections.abc import Iterator
 
-import google_crc32c
 import numpy as np
 from isal import isal_zlib
 
 from components import storage
 from components.pretraining_data.instances import Batch
+from components.tfrecord import masked_crc
 
 FLOAT_FEATURES = {"masked_lm_weights"}
 GZIP_LEVEL = 1  # ISA-L's fast level: zlib level 1's ratio at ~7x its speed
@@ -124,20 +124,15 @@ class _Rows:
         return body[keep].tobytes(), 1 + nbytes[lengths] + lengths
 
 
-def _masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 @functools.lru_cache(maxsize=4096)
 def _length_header(length: int) -> bytes:
     packed = struct.pack("<Q", length)
-    return packed + struct.pack("<I", _masked_crc(packed))
+    return packed + struct.pack("<I", masked_crc(packed))
 
 
 def frame(record: bytes) -> bytes:
-    """One TFRecord: length, masked CRC of the length, data, masked CRC of the data."""
-    return b"".join((_length_header(len(record)), record, struct.pack("<I", _masked_crc(record))))
+    """``tfrecord.frame`` with the length header cached (lengths repeat within a stage)."""
+    return b"".join((_length_header(len(record)), record, struct.pack("<I", masked_crc(record))))
 
 
 def batch_records(batch: Batch, vocab_size: int) -> list[bytes]:

@@ -18,20 +18,17 @@ stay light.
 from __future__ import annotations
 
 import collections
-import gzip
 import json
 import logging
 import os
 import re
-import struct
 import sys
 import time
 import traceback
-import zlib
 
 import yaml
 
-from components import storage
+from components import storage, tfrecord
 from components.errors import BadInput
 from components.tokenizer import files as tokenizer_files
 from components.train import configs, status
@@ -121,36 +118,19 @@ def _tokenizer_facts(tokenizer_dir: str) -> tuple[int, dict]:
     }
 
 
-def _first_record(uri: str) -> bytes:
-    """The first record of a TFRecord file, GZIP or not (by its magic bytes); reads only that far."""
-    with storage.open_read(uri, decompress=False) as raw:
-        compressed = raw.read(2) == b"\x1f\x8b"
-    with storage.open_read(uri, decompress=False) as raw:
-        stream = gzip.GzipFile(fileobj=raw) if compressed else raw
-        try:
-            header = stream.read(12)
-            if len(header) < 12:
-                raise BadInput(f"{uri}: holds no TFRecord (empty or truncated)")
-            length, length_crc = struct.unpack("<QI", header)
-            if _masked_crc32c(header[:8]) != length_crc:
-                raise BadInput(f"{uri}: not a TFRecord file (the first record's length checksum is wrong)")
-            record = stream.read(length)
-            record_crc = stream.read(4)
-        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-            raise BadInput(f"{uri}: corrupt GZIP TFRecord file ({e})") from e
-    if len(record) != length or len(record_crc) != 4:
-        raise BadInput(f"{uri}: truncated TFRecord (first record claims {length} bytes)")
-    if _masked_crc32c(record) != struct.unpack("<I", record_crc)[0]:
-        raise BadInput(f"{uri}: corrupt TFRecord (the first record's checksum is wrong)")
-    return record
-
-
-def _masked_crc32c(data: bytes) -> int:
-    """TFRecord's checksum: CRC32C, rotated right by 15 bits, plus a constant."""
-    import google_crc32c
-
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+def _first_example(uri: str) -> dict[str, list]:
+    """The first ``tf.train.Example`` of a TFRecord file (GZIP or not); reads only that far."""
+    records = tfrecord.iter_records(uri)
+    try:
+        record = next(records, None)
+    finally:
+        records.close()
+    if record is None:
+        raise BadInput(f"{uri}: holds no TFRecord (empty)")
+    try:
+        return tfrecord.parse_example(record)
+    except (ValueError, UnicodeDecodeError, IndexError) as e:
+        raise BadInput(f"{uri}: first record is not a tf.train.Example ({e})") from e
 
 
 def check_data(uri: str, *, seq_length: int, max_predictions_per_seq: int, vocab_size: int) -> dict:
@@ -158,32 +138,20 @@ def check_data(uri: str, *, seq_length: int, max_predictions_per_seq: int, vocab
 
     Mismatched lengths would otherwise surface as an opaque parse error deep inside tf.data.
     """
-    from tensorflow.core.example import example_pb2
-
-    record = _first_record(uri)
-    example = example_pb2.Example()
-    try:
-        example.ParseFromString(record)
-    except Exception as e:  # protobuf's DecodeError has no stable import path
-        raise BadInput(f"{uri}: first record is not a tf.train.Example ({e})") from e
-    feature = example.features.feature
+    feature = _first_example(uri)
     missing = [n for n in (*_SEQ_FEATURES, *_PRED_FEATURES, "next_sentence_labels") if n not in feature]
     if missing:
         hint = " (v1 feature names? the data must use Model Garden v2 names)" if "input_ids" in feature else ""
         raise BadInput(f"{uri}: first example lacks feature(s) {', '.join(missing)}{hint}")
 
-    def length(name: str) -> int:
-        f = feature[name]
-        return len(f.int64_list.value) or len(f.float_list.value)
-
-    lengths = {name: length(name) for name in (*_SEQ_FEATURES, *_PRED_FEATURES)}
+    lengths = {name: len(feature[name]) for name in (*_SEQ_FEATURES, *_PRED_FEATURES)}
     for names, want, what in ((_SEQ_FEATURES, seq_length, "seq_length"),
                               (_PRED_FEATURES, max_predictions_per_seq, "max_predictions_per_seq")):
         for name in names:
             if lengths[name] != want:
                 raise BadInput(f"{uri}: {name} has length {lengths[name]} but this stage's {what} is {want} "
                                "(data made for the other stage?)")
-    top = max(list(feature["input_word_ids"].int64_list.value) + list(feature["masked_lm_ids"].int64_list.value))
+    top = max(list(feature["input_word_ids"]) + list(feature["masked_lm_ids"]))
     if top >= vocab_size:
         raise BadInput(f"{uri}: token id {top} is outside the tokenizer's vocabulary of {vocab_size} "
                        "(data made with another tokenizer?)")

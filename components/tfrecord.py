@@ -1,9 +1,12 @@
-"""Reads TFRecord files of ``tf.train.Example`` without TensorFlow.
+"""The TFRecord format without TensorFlow: framing, checksums, and reading
+``tf.train.Example`` records.
 
-Evaluation runs in the conversion image (torch, no TensorFlow), yet must read
-the held-out pretraining TFRecords. A record is ``uint64 length``, ``uint32
+The data step writes TFRecords in the data image, evaluation reads them in the
+conversion image and the trainer checks them before TensorFlow starts: none of
+these should need TensorFlow for it. A record is ``uint64 length``, ``uint32
 masked CRC32C(length)``, the bytes, ``uint32 masked CRC32C(bytes)``; GZIP files
-are recognised by their magic bytes whatever their name.
+are recognised by their magic bytes whatever their name. (The fast batch
+encoder of Examples lives with the data step: ``pretraining_data/tfrecord.py``.)
 """
 
 from __future__ import annotations
@@ -21,6 +24,18 @@ from components.convert.tensorbundle import proto_fields, read_varint, unmask_cr
 from components.errors import BadInput
 
 GZIP_MAGIC = b"\x1f\x8b"
+
+
+def masked_crc(data: bytes) -> int:
+    """TFRecord's checksum: CRC32C rotated right by 15 bits, plus a constant."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame(record: bytes) -> bytes:
+    """One TFRecord: length, masked CRC of the length, data, masked CRC of the data."""
+    length = struct.pack("<Q", len(record))
+    return b"".join((length, struct.pack("<I", masked_crc(length)), record, struct.pack("<I", masked_crc(record))))
 
 
 def _unpack_packed(value: int | bytes, wire_fixed32: bool) -> list:
