@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import gzip
+import itertools
 import json
 import os
 from pathlib import Path
@@ -427,3 +428,25 @@ def test_batched_truncation_and_mask_filling_equal_the_recipe_loops():
     for i in range(n_rows):
         expected = fill_loop(sizes[i, :n_groups[i]].tolist(), int(to_predict[i]))
         assert taken[i, :n_groups[i]].tolist() == expected and not taken[i, n_groups[i]:].any()
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "character"])
+def test_preview_shows_what_the_model_sees(made, vocab_dirs, kind):
+    """The UI's sample-instance table: segments, masked positions and labels, as TensorFlow reads them."""
+    from components import tfrecord
+    from components.pretraining_data.preview import decode_instance, preview_markdown
+
+    output, _summary = made[kind]
+    tokens = files.load_vocab(vocab_dirs[kind]).tokens
+    records = read_records(output)
+    for i, example in enumerate(itertools.islice(tfrecord.iter_examples(output), 3)):
+        inst = decode_instance(example, tokens)
+        n_masked = int(records["masked_lm_weights"][i].sum())
+        assert [m["position"] for m in inst["masked"]] == list(records["masked_lm_positions"][i][:n_masked])
+        assert [m["label"] for m in inst["masked"]] == [tokens[t] for t in records["masked_lm_ids"][i][:n_masked]]
+        assert inst["random_next"] == bool(records["next_sentence_labels"][i][0])
+        assert inst["tokens"] == int(records["input_mask"][i].sum())
+        assert inst["segment_a"] and inst["segment_b"]
+        assert "[SEP]" not in inst["segment_a"] + inst["segment_b"]
+    md = preview_markdown(output, vocab_dirs[kind], n=2)
+    assert md.count("### Instance") == 2 and "| position | input | label |" in md

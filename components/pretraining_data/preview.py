@@ -1,0 +1,44 @@
+"""A few instances of a TFRecord shard decoded back to tokens, for a person to read
+in the KFP UI: what the model will actually see, masks and labels included.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from components import tfrecord
+from components.tokenizer import files as tokenizer_files
+
+
+def decode_instance(example: dict, tokens: list[str]) -> dict:
+    """One parsed Example -> segments A/B as text, masked positions with their labels."""
+    length = int(sum(example["input_mask"]))
+    ids = [int(i) for i in example["input_word_ids"][:length]]
+    types = [int(t) for t in example["input_type_ids"][:length]]
+    words = [tokens[i] if 0 <= i < len(tokens) else f"<{i}>" for i in ids]
+    a_words = [w for w, t in zip(words, types) if t == 0][1:-1]  # less [CLS] ... [SEP]
+    b_words = [w for w, t in zip(words, types) if t == 1][:-1]  # less the final [SEP]
+    masked = [(int(p), tokens[int(label)]) for p, label, w in
+              zip(example["masked_lm_positions"], example["masked_lm_ids"], example["masked_lm_weights"]) if w > 0]
+    return {
+        "segment_a": " ".join(a_words),
+        "segment_b": " ".join(b_words),
+        "random_next": bool(int(example["next_sentence_labels"][0])),
+        "tokens": length,
+        "masked": [{"position": p, "input": words[p], "label": label} for p, label in masked],
+    }
+
+
+def preview_markdown(tfrecord_uri: str, vocab_dir: str, n: int = 3, title: str = "Sample instances") -> str:
+    """Markdown with the first ``n`` instances of a shard, decoded."""
+    tokens = tokenizer_files.load_vocab(vocab_dir).tokens
+    lines = [f"## {title}", ""]
+    for number, example in enumerate(itertools.islice(tfrecord.iter_examples(tfrecord_uri), n), 1):
+        inst = decode_instance(example, tokens)
+        nsp = "random (from another document)" if inst["random_next"] else "actual continuation"
+        lines += [f"### Instance {number}: {inst['tokens']} tokens, B is the {nsp}", "",
+                  f"- **A:** {inst['segment_a']}", f"- **B:** {inst['segment_b']}", "",
+                  "| position | input | label |", "|---|---|---|"]
+        lines += [f"| {m['position']} | {m['input']} | {m['label']} |" for m in inst["masked"]]
+        lines.append("")
+    return "\n".join(lines) + "\n"
