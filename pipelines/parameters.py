@@ -63,6 +63,10 @@ class PipelineParameters:
     tpu_accelerator_type: str = "v3-8"
     tpu_runtime_version: str = ""  # empty: the framework-free base runtime for the TPU type
     tpu_spot: bool = False
+    tpu_queued: bool = False  # ask through a queued resource (waits for capacity instead of failing)
+    tpu_network: str = ""  # empty: the project's default network
+    tpu_subnetwork: str = ""
+    tpu_service_account: str = ""  # empty: the project's default compute service account
     tpu_price_per_hour: float = 8.0
     # --- release
     release_uri: str = ""  # empty: keep the published model under the pipeline root only

@@ -56,6 +56,7 @@ def build(profile: Profile):
         masked_lm_prob: float, short_seq_prob: float, data_seed: int,
         model_size: str, training_backend: str, stage1_train_steps: int, stage2_train_steps: int,
         gcp_project: str, gcp_zone: str, tpu_accelerator_type: str, tpu_runtime_version: str, tpu_spot: bool,
+        tpu_queued: bool, tpu_network: str, tpu_subnetwork: str, tpu_service_account: str,
         tpu_price_per_hour: float, release_uri: str, wikipedia_dump_date: str, wikipedia_url: str, cc100_url: str,
     ) -> Model:
         tokenizer = on(variant_tokenizer(variant=variant, wordpiece=wordpiece))
@@ -92,7 +93,9 @@ def build(profile: Profile):
             stage2_max_predictions=stage2_max_predictions,
             stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
             run_id=RUN_ID, trainer_image=image("train"), gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
-            tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_price_per_hour=tpu_price_per_hour),
+            tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
+            tpu_network=tpu_network, tpu_subnetwork=tpu_subnetwork, tpu_service_account=tpu_service_account,
+            tpu_price_per_hour=tpu_price_per_hour),
             "train")
         converted = on(convert_model(trained=trained.outputs["model"], tokenizer=tokenizer.outputs["tokenizer"]),
                        "convert")
@@ -144,6 +147,10 @@ def build(profile: Profile):
         tpu_accelerator_type: str = D.tpu_accelerator_type,
         tpu_runtime_version: str = D.tpu_runtime_version,
         tpu_spot: bool = D.tpu_spot,
+        tpu_queued: bool = D.tpu_queued,
+        tpu_network: str = D.tpu_network,
+        tpu_subnetwork: str = D.tpu_subnetwork,
+        tpu_service_account: str = D.tpu_service_account,
         tpu_price_per_hour: float = D.tpu_price_per_hour,
         release_uri: str = D.release_uri,
     ):
@@ -211,7 +218,9 @@ def build(profile: Profile):
                         model_size=model_size, training_backend=training_backend,
                         stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
                         gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
-                        tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot,
+                        tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
+                        tpu_network=tpu_network, tpu_subnetwork=tpu_subnetwork,
+                        tpu_service_account=tpu_service_account,
                         tpu_price_per_hour=tpu_price_per_hour, release_uri=release_uri,
                         wikipedia_dump_date=sources.outputs["wikipedia_dump_date"],
                         wikipedia_url=sources.outputs["wikipedia_url"], cc100_url=sources.outputs["cc100_url"])

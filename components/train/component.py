@@ -17,7 +17,8 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
                 stage2_max_seq_length: int, stage2_max_predictions: int,
                 stage1_train_steps: int, stage2_train_steps: int, run_id: str, trainer_image: str,
                 gcp_project: str, gcp_zone: str, tpu_accelerator_type: str, tpu_runtime_version: str,
-                tpu_spot: bool, tpu_price_per_hour: float,
+                tpu_spot: bool, tpu_queued: bool, tpu_network: str, tpu_subnetwork: str, tpu_service_account: str,
+                tpu_price_per_hour: float,
                 model: Output[Model], metrics: Output[Metrics],
                 loss_curve: Output[HTML]) -> NamedTuple("Training", tpu_node=str, model_dir=str):
     """Stage 1 on CC-100, then stage 2 on Wikipedia from stage 1's weights.
@@ -46,7 +47,9 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
         node = tpu_node_name(run_id, variant)
         tpu = {"project": gcp_project, "zone": gcp_zone, "node_name": node, "trainer_image": trainer_image,
                "accelerator_type": tpu_accelerator_type, "runtime_version": tpu_runtime_version or None,
-               "spot": bool(tpu_spot), "price_per_hour": float(tpu_price_per_hour),
+               "spot": bool(tpu_spot), "queued": bool(tpu_queued), "network": tpu_network or None,
+               "subnetwork": tpu_subnetwork or None, "service_account": tpu_service_account or None,
+               "price_per_hour": float(tpu_price_per_hour),
                "labels": {"bertja-run": run_id[-63:].lower(), "bertja-variant": variant}}
     tokenizer_dir = artifacts.data_root(tokenizer.uri, tokenizer.path)
     result = train_stages(plan, tokenizer_dir=tokenizer_dir, backend=backend, tpu=tpu)
