@@ -11,6 +11,7 @@ submit / schedule: thin conveniences over ``kfp.Client`` (the same as
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -61,20 +62,13 @@ def compile_pipeline(output: str, profile_name: str = "gcp", overrides: dict | N
                        "TFRecords live there; the TPU VM reads them in place)")
     if root:
         parameters.check_pipeline_root(root)
-        if pipeline_root:
-            profile = _with_root(profile, pipeline_root)
+        profile = dataclasses.replace(profile, pipeline_root=root)
     changed = {k: v for k, v in values.items() if v != getattr(parameters.PipelineParameters(), k)}
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     tmp = f"{output}.tmp.yaml"
     compiler.Compiler().compile(build(profile), tmp, pipeline_parameters=changed)
     os.replace(tmp, output)
     return {"output": output, "profile": profile_name, "pipeline_root": root, "parameters": values}
-
-
-def _with_root(profile, root):
-    import dataclasses
-
-    return dataclasses.replace(profile, pipeline_root=root)
 
 
 # ---------------------------------------------------------------------------
@@ -114,8 +108,11 @@ def published_models(values: dict) -> list[dict]:
     root = storage.local_path(values["release_uri"])
     names = os.listdir(root) if os.path.isdir(root) else []
     found = []
+    date = values["wikipedia_dump_date"]
     for variant in values["variants"]:
         releases = releases_of(names, values["model_size"], variant)
+        if date != "latest":  # an explicit dump; "latest" is the newest one published
+            releases = [r for r in releases if r.endswith(f"-{date}")]
         if not releases:
             raise BadInput(f"no published {variant} model under {root} "
                            "(deleted while the cache was kept? run again with --no-cache)")
@@ -184,21 +181,23 @@ def schedule(args) -> dict:
     client = _client(args.endpoint, args.namespace)
     experiment = client.create_experiment(args.experiment, namespace=args.namespace)
     experiment_id = experiment.experiment_id
-    replaced = []
-    token = ""
-    while True:
-        page = client.list_recurring_runs(experiment_id=experiment_id, page_size=100, page_token=token)
-        for rr in page.recurring_runs or []:
-            if rr.display_name == args.name:
-                client.delete_recurring_run(rr.recurring_run_id)
-                replaced.append(rr.recurring_run_id)
-        token = page.next_page_token
-        if not token:
-            break
+    # Create the new schedule first, then remove older ones of the same name: a failed create
+    # leaves the running schedule in place.
     rr = client.create_recurring_run(
         experiment_id=experiment_id, job_name=args.name, cron_expression=args.cron,
         max_concurrency=args.max_concurrency, params=arguments, pipeline_package_path=package,
         enable_caching=True, no_catchup=True, service_account=args.service_account)
+    older, token = [], ""
+    while True:
+        page = client.list_recurring_runs(experiment_id=experiment_id, page_size=100, page_token=token)
+        older += [r.recurring_run_id for r in page.recurring_runs or []
+                  if r.display_name == args.name and r.recurring_run_id != rr.recurring_run_id]
+        token = page.next_page_token
+        if not token:
+            break
+    for rid in older:
+        client.delete_recurring_run(rid)
+    replaced = older
     return {"recurring_run_id": rr.recurring_run_id, "name": args.name, "cron": args.cron, "replaced": replaced}
 
 
@@ -244,6 +243,17 @@ def main(argv: list[str], prog: str, command: str) -> int:
             print(f"fill-mask {FILL_MASK_QUERY!r}: " + ", ".join(f"{r['token']} ({r['score']:.3f})" for r in answers))
         return 0
     _add_pipeline_source(p)
+    try:
+        return _api_command(p, argv, command)
+    except Exception as e:  # the KFP API's errors: say what the server said, without a traceback
+        if type(e).__name__ != "ApiException":
+            raise
+        print(f"{prog}: the KFP API at the endpoint answered {e.status} {e.reason}: {(e.body or '').strip()[:500]}",
+              file=sys.stderr)
+        return 1
+
+
+def _api_command(p: argparse.ArgumentParser, argv: list[str], command: str) -> int:
     if command == "submit":
         p.add_argument("--run-name")
         a = p.parse_args(argv)

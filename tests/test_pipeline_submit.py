@@ -23,6 +23,7 @@ class FakeKfp:
         self.runs = []
         self.deleted = []
         self.counter = 0
+        self.refuse_create = False
 
     def next_id(self, prefix):
         self.counter += 1
@@ -71,6 +72,8 @@ def make_handler(state: FakeKfp):
                 state.experiments[eid] = exp
                 return self.reply(exp)
             if url.path == "/apis/v2beta1/recurringruns":
+                if state.refuse_create:
+                    return self.reply({"error": "pipeline spec rejected"}, 400)
                 rid = state.next_id("rr")
                 rr = {**body, "recurring_run_id": rid, "experiment_id": body.get("experiment_id")}
                 state.recurring[rid] = rr
@@ -127,6 +130,18 @@ def test_schedule_replaces_a_recurring_run_of_the_same_name(kfp_server, capsys):
     assert rr["max_concurrency"] in ("1", 1)
     assert rr["runtime_config"]["parameters"]["model_size"] == "tiny"
     assert rr["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "bert-japanese-pretraining"
+
+
+def test_a_failed_replacement_keeps_the_running_schedule(kfp_server, capsys):
+    endpoint, state = kfp_server
+    args = ["schedule", "--endpoint", endpoint, "--experiment", "retrains", "--profile", "kind",
+            "--cron", "0 0 3 1 * *", "--name", "monthly"]
+    assert bertja(args) == 0, capsys.readouterr().err
+    state.refuse_create = True
+    assert bertja(args) == 1
+    err = capsys.readouterr().err
+    assert "400" in err and "pipeline spec rejected" in err and "Traceback" not in err
+    assert len(state.recurring) == 1 and not state.deleted
 
 
 @pytest.mark.parametrize("cron", ["0 3 1 * *", "0 0 3 1 * * *", ""])
