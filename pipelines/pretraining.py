@@ -42,8 +42,7 @@ def build(profile: Profile):
     plat = profile.platform
 
     def on(task, step_class: str = "data", **kw):
-        task = k8s.apply(task, plat, step_class, **kw)
-        return task
+        return k8s.apply(task, plat, step_class, **kw)
 
     @dsl.pipeline(name="bert-japanese-variant",
                   description="One model variant: tokenizer, TFRecords per shard, two-stage training, "
