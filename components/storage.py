@@ -113,6 +113,18 @@ def _blob(uri: str):
     return _client().bucket(bucket).blob(key)
 
 
+def _existing_blob(uri: str):
+    """The blob with its metadata loaded; a missing object is bad input naming it."""
+    blob = _blob(uri)
+    try:
+        blob.reload()
+    except Exception as e:  # NotFound and friends
+        if type(e).__name__ == "NotFound":
+            raise BadInput(f"{uri}: no such object") from e
+        raise
+    return blob
+
+
 # ---------------------------------------------------------------------------
 # Queries
 # ---------------------------------------------------------------------------
@@ -125,9 +137,7 @@ def exists(uri: str) -> bool:
 
 def size(uri: str) -> int:
     if is_gcs(uri):
-        blob = _blob(uri)
-        blob.reload()
-        return int(blob.size)
+        return int(_existing_blob(uri).size)
     return os.path.getsize(local_path(uri))
 
 
@@ -138,13 +148,7 @@ def stat(uri: str) -> dict:
     import datetime
 
     if is_gcs(uri):
-        blob = _blob(uri)
-        try:
-            blob.reload()
-        except Exception as e:  # NotFound and friends
-            if type(e).__name__ == "NotFound":
-                raise BadInput(f"{uri}: no such object") from e
-            raise
+        blob = _existing_blob(uri)
         md5 = base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else ""
         updated = blob.updated.astimezone(datetime.timezone.utc).isoformat() if blob.updated else ""
         return {"size": int(blob.size), "mtime": updated, "generation": str(blob.generation or ""),
@@ -185,7 +189,13 @@ def glob(pattern: str) -> list[str]:
             fixed = key[:i]
             break
     names = (b.name for b in _client().list_blobs(bucket, prefix=fixed))
-    return sorted(f"gs://{bucket}/{n}" for n in names if fnmatch.fnmatchcase(n, key))
+    return sorted(f"gs://{bucket}/{n}" for n in names if _glob_match(n, key))
+
+
+def _glob_match(name: str, pattern: str) -> bool:
+    """Shell-glob matching part by part: ``*`` and ``?`` never cross a ``/`` (as locally)."""
+    names, patterns = name.split("/"), pattern.split("/")
+    return len(names) == len(patterns) and all(map(fnmatch.fnmatchcase, names, patterns))
 
 
 # ---------------------------------------------------------------------------
@@ -236,13 +246,10 @@ def open_read(uri: str, *, text: bool = False, decompress: bool = True,
     uri = os.fspath(uri)
     with contextlib.ExitStack() as stack:
         if is_gcs(uri):
-            blob = _blob(uri)
-            try:
-                raw = stack.enter_context(blob.open("rb", chunk_size=GCS_CHUNK))
-            except Exception as e:  # NotFound and friends
-                if type(e).__name__ == "NotFound":
-                    raise BadInput(f"{uri}: no such object") from e
-                raise
+            # The reader fetches nothing until its first read: the metadata is
+            # asked for now, so that a missing object is named here.
+            blob = _existing_blob(uri)
+            raw = stack.enter_context(blob.open("rb", chunk_size=GCS_CHUNK))
         else:
             path = local_path(uri)
             try:

@@ -49,3 +49,14 @@ def test_gcs_roundtrip_glob_and_failed_write(gcs):
     assert not storage.exists(f"{gcs}/dir/z.txt")
     with pytest.raises(BadInput, match="malformed"):
         storage.exists("gs:///nobucket")
+
+
+def test_gcs_missing_object_and_glob_parts(gcs):
+    for uri in (f"{gcs}/missing.txt", f"{gcs}/missing.txt.gz"):
+        with pytest.raises(BadInput, match=f"{uri}: no such object"):
+            storage.read_text(uri)
+    storage.write_text(f"{gcs}/g/a.txt", "a")
+    storage.write_text(f"{gcs}/g/sub/b.txt", "b")
+    # As a local glob (and tf.io.gfile.glob): * does not reach into sub-folders.
+    assert storage.glob(f"{gcs}/g/*.txt") == [f"{gcs}/g/a.txt"]
+    assert storage.glob(f"{gcs}/g/*/*.txt") == [f"{gcs}/g/sub/b.txt"]
