@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import tempfile
 import time
 
@@ -30,11 +29,6 @@ def _cleaned_texts(dump_uri: str) -> list[str]:
             if "index" not in item:
                 texts.append(clean_page_text(item["text"], title=item["title"]))
     return texts
-
-
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _digest(path: str) -> str:
@@ -70,10 +64,7 @@ def main(argv: list[str], prog: str = "bertja bench corpus-wiki") -> int:
             out = os.path.join(tmp, f"corpus-{workers}.txt")
             argv_ = bertja_argv("corpus", "wiki", args.input, out, "--workers", str(workers),
                                 "--mecab-dic", args.mecab_dic)
-            runs = []
-            for _ in range(args.repeat):
-                cpu = _children_cpu_seconds()
-                runs.append({**run_measured(argv_), "cpu_s": _children_cpu_seconds() - cpu})
+            runs = [run_measured(argv_) for _ in range(args.repeat)]
             best = min(runs, key=lambda r: r["wall_s"])
             rows[f"{workers} worker(s): wall (s)"] = best["wall_s"]
             rows[f"{workers} worker(s): peak RSS"] = gib(max(r["peak_rss_bytes"] for r in runs))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -58,10 +57,11 @@ def recipe_vocabulary(tokenizer, corpus_path: str, *, vocab_size: int, limit_alp
     """Trains as the recipe does (callback pre-tokenizer over a local file); tokens by id."""
     from tokenizers import trainers
 
+    # The trainer takes no limit as a missing argument, not as None.
+    limit = {} if limit_alphabet is None else {"limit_alphabet": limit_alphabet}
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, min_frequency=2, show_progress=False, special_tokens=special_tokens,
-        limit_alphabet=limit_alphabet, initial_alphabet=initial_alphabet,
-        continuing_subword_prefix=files.CONTINUATION_PREFIX)
+        initial_alphabet=initial_alphabet, continuing_subword_prefix=files.CONTINUATION_PREFIX, **limit)
     tokenizer.train([corpus_path], trainer=trainer)
     return [t for t, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
 
@@ -75,17 +75,6 @@ def _recipe_child(argv: list[str]) -> int:
                                special_tokens=files.reserved_tokens())
     storage.write_text(out, "".join(t + "\n" for t in tokens))
     return 0
-
-
-def _measured_with_cpu(argv: list[str]) -> dict:
-    """``run_measured`` plus the CPU seconds of the child's whole tree (robust on a busy machine)."""
-    def children_cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
-
-    before = children_cpu()
-    result = run_measured(argv)
-    return result | {"cpu_s": children_cpu() - before}
 
 
 def main(argv: list[str], prog: str) -> int:
@@ -108,7 +97,7 @@ def main(argv: list[str], prog: str) -> int:
                "--limit-alphabet", str(args.limit_alphabet), "--workers", str(args.workers)]
         if args.initial_alphabet:
             cmd += ["--initial-alphabet", args.initial_alphabet]
-        ours = _measured_with_cpu(bertja_argv(*cmd))
+        ours = run_measured(bertja_argv(*cmd))
         cpu_start = time.process_time()
         floor_s, n = mecab_floor_seconds(texts)
         floor_cpu_s = time.process_time() - cpu_start
@@ -130,7 +119,7 @@ def main(argv: list[str], prog: str) -> int:
                      str(args.vocab_size), str(args.limit_alphabet)]
             if args.initial_alphabet:
                 child.append(args.initial_alphabet)
-            recipe = _measured_with_cpu(child)
+            recipe = run_measured(child)
             ours_tokens = files.read_tokens(os.path.join(out, files.VOCAB_FILE))
             recipe_tokens = files.read_tokens(recipe_out)
             common = len(set(ours_tokens) & set(recipe_tokens))
