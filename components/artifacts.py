@@ -46,6 +46,11 @@ def read_manifest(path: str) -> dict:
     return json.loads(storage.read_text(os.path.join(path, MANIFEST)))
 
 
+def data_files(uri: str, path: str, key: str = "files") -> list[str]:
+    """URIs of the files an artifact's manifest lists under ``key``."""
+    return [resolve(uri, path, name) for name in read_manifest(path)[key]]
+
+
 def relative_names(root: str, uris: list[str]) -> list[str]:
     """``uris`` under ``root`` as relative ``/``-separated names (for a manifest)."""
     prefix = root.rstrip("/") + "/"

@@ -11,6 +11,7 @@ submit / schedule: thin conveniences over ``kfp.Client`` (the same as
 from __future__ import annotations
 
 import argparse
+import builtins
 import dataclasses
 import json
 import os
@@ -95,7 +96,13 @@ def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
                enable_caching=enable_caching, cache_root=os.path.join(output_dir, "cache"))
     start = time.monotonic()
-    build(profiles.get(profile_name))(**values)
+    saved_print = builtins.print
+    try:
+        build(profiles.get(profile_name))(**values)
+    finally:
+        # kfp.local indents task logs by swapping builtins.print; with tasks in threads it can leave
+        # the swap behind, which would indent everything printed after the run.
+        builtins.print = saved_print
     seconds = time.monotonic() - start
     return {"seconds": seconds, "models": published_models(values), "output_dir": output_dir}
 
@@ -127,6 +134,7 @@ def fill_mask(model_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> li
 
     # The pretraining checkpoint's NSP head is unused by a masked-LM model; that is expected, not news.
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     fill = pipeline("fill-mask", model=model_dir, tokenizer=model_dir, device="cpu")
     return [{"token": r["token_str"], "score": round(float(r["score"]), 4)} for r in fill(text, top_k=top_k)]
 

@@ -12,7 +12,7 @@ def convert_model(trained: Input[Model], tokenizer: Input[Model], hf_model: Outp
     from components import artifacts
     from components.convert.convert import convert_checkpoint
 
-    model_dir = artifacts.read_manifest(trained.path)["model_dir"]
+    model_dir = artifacts.resolve(trained.uri, trained.path, artifacts.read_manifest(trained.path)["final_model_dir"])
     result = convert_checkpoint(model_dir, artifacts.data_root(hf_model.uri, hf_model.path),
                                 tokenizer_dir=artifacts.data_root(tokenizer.uri, tokenizer.path))
     artifacts.write_manifest(hf_model.path, {"source_checkpoint": result.get("checkpoint"), "stats": result})

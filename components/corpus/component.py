@@ -18,9 +18,9 @@ def wiki_corpus(wikipedia: Input[Dataset], min_sentence_length: int, max_sentenc
     from components.corpus.wiki import build_wiki_corpus
     from components.resources import available_cpus
 
-    (src,) = artifacts.read_manifest(wikipedia.path)["files"]
+    (src,) = artifacts.data_files(wikipedia.uri, wikipedia.path)
     root = artifacts.data_root(corpus.uri, corpus.path)
-    result = build_wiki_corpus(artifacts.resolve(wikipedia.uri, wikipedia.path, src),
+    result = build_wiki_corpus(src,
                                storage.join(root, "corpus.txt.gz"),
                                min_length=min_sentence_length, max_length=max_sentence_length,
                                mecab_dic=mecab_dic, workers=available_cpus())
@@ -39,7 +39,7 @@ def split_corpus(source: Input[Dataset], num_files: int, heldout_files: int, see
     from components import artifacts, reports
     from components.corpus.split import split_corpus as split
 
-    inputs = [artifacts.resolve(source.uri, source.path, n) for n in artifacts.read_manifest(source.path)["files"]]
+    inputs = artifacts.data_files(source.uri, source.path)
     root = artifacts.data_root(shards.uri, shards.path)
     total = int(num_files) + int(heldout_files)
     result = split(inputs, root, num_files=total, seed=int(seed))
@@ -59,7 +59,7 @@ def sample_corpus(shards: Input[Dataset], lines: int, seed: int, sample: Output[
     from components import artifacts, storage
     from components.corpus.sample import sample_lines
 
-    inputs = [artifacts.resolve(shards.uri, shards.path, n) for n in artifacts.read_manifest(shards.path)["files"]]
+    inputs = artifacts.data_files(shards.uri, shards.path, "train")  # never the held-out shard
     root = artifacts.data_root(sample.uri, sample.path)
     result = sample_lines(inputs, storage.join(root, "sample.txt"), lines=int(lines), seed=int(seed))
     artifacts.write_manifest(sample.path, {"files": ["sample.txt"], "stats": result})

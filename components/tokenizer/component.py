@@ -14,9 +14,9 @@ def alphabet(lex: Input[Dataset], characters: Output[Dataset]):
     from components import artifacts, storage
     from components.tokenizer.alphabet import build_alphabet
 
-    (src,) = artifacts.read_manifest(lex.path)["files"]
+    (src,) = artifacts.data_files(lex.uri, lex.path)
     root = artifacts.data_root(characters.uri, characters.path)
-    result = build_alphabet(artifacts.resolve(lex.uri, lex.path, src), storage.join(root, "alphabet.txt"))
+    result = build_alphabet(src, storage.join(root, "alphabet.txt"))
     artifacts.write_manifest(characters.path, {"files": ["alphabet.txt"], "stats": result})
 
 
@@ -29,11 +29,11 @@ def wordpiece_tokenizer(sample: Input[Dataset], characters: Input[Dataset], voca
     from components.resources import available_cpus
     from components.tokenizer.wordpiece import train_wordpiece
 
-    inputs = [artifacts.resolve(sample.uri, sample.path, n) for n in artifacts.read_manifest(sample.path)["files"]]
-    (alpha,) = artifacts.read_manifest(characters.path)["files"]
+    inputs = artifacts.data_files(sample.uri, sample.path)
+    (alpha,) = artifacts.data_files(characters.uri, characters.path)
     result = train_wordpiece(inputs, artifacts.data_root(tokenizer.uri, tokenizer.path),
                              vocab_size=int(vocab_size), limit_alphabet=int(limit_alphabet),
-                             initial_alphabet=artifacts.resolve(characters.uri, characters.path, alpha),
+                             initial_alphabet=alpha,
                              num_unused=int(num_unused_tokens), min_frequency=int(min_frequency),
                              mecab_dic=mecab_dic, do_lower_case=bool(do_lower_case), workers=available_cpus())
     artifacts.write_manifest(tokenizer.path, {"subword": "wordpiece", "stats": result})

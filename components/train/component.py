@@ -33,7 +33,7 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
     from components.train.stages import stage_plan, train_stages
 
     def uris(examples):
-        return [artifacts.resolve(e.uri, e.path, n) for e in examples for n in artifacts.read_manifest(e.path)["files"]]
+        return [f for e in examples for f in artifacts.data_files(e.uri, e.path)]
 
     model_root = artifacts.data_root(model.uri, model.path)
     plan = stage_plan(config=model_size, stage1_data=uris(stage1_examples), stage2_data=uris(stage2_examples),
@@ -53,8 +53,10 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
                "labels": {"bertja-run": run_id[-63:].lower(), "bertja-variant": variant}}
     tokenizer_dir = artifacts.data_root(tokenizer.uri, tokenizer.path)
     result = train_stages(plan, tokenizer_dir=tokenizer_dir, backend=backend, tpu=tpu)
+    # The final model dir relative to the artifact, so a consumer in another pod resolves it from its view.
+    (final_dir,) = artifacts.relative_names(model_root, [result["model_dir"]])
     artifacts.write_manifest(model.path, {"variant": variant, "model_size": model_size, "stages": plan,
-                                          "model_dir": result["model_dir"], "result": result})
+                                          "final_model_dir": final_dir, "result": result})
     model.metadata.update({"variant": variant, "model_size": model_size, "model_dir": result["model_dir"]})
     reports.log_metrics(metrics, {
         **{f"stage{s.get('stage', '')}_{k}": v for s in result.get("stages", []) for k, v in s.items() if k != "history"},
