@@ -11,7 +11,6 @@ floor (one bare fugashi pass over the same sentences). With ``--reference DIR``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -45,7 +44,7 @@ def _ours(corpus: str, vocab_dir: str, out_dir: str, name: str, args, workers: i
         "pretraining-data", corpus, output, "--vocab-dir", vocab_dir, "--workers", str(workers),
         "--max-seq-length", str(args.max_seq_length), "--max-predictions", str(args.max_predictions),
         "--dupe-factor", str(args.dupe_factor)), stdout=subprocess.DEVNULL)
-    return {**measured, **json.loads(storage.read_text(summary_uri(output)))}
+    return {**measured, **storage.read_json_object(summary_uri(output))}
 
 
 def _statistics(path: str, args) -> dict:

@@ -113,12 +113,7 @@ def load_vocab(tokenizer_dir: str) -> TokenizerFiles:
     """Reads a tokenizer directory's vocab and config (local path, file:// or gs://)."""
     tokens = read_tokens(storage.join(tokenizer_dir, VOCAB_FILE))
     config_uri = storage.join(tokenizer_dir, TOKENIZER_CONFIG_FILE)
-    try:
-        config = json.loads(storage.read_text(config_uri))
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{config_uri}: not valid JSON ({e})") from e
-    if not isinstance(config, dict):
-        raise BadInput(f"{config_uri}: expected a JSON object")
+    config = storage.read_json_object(config_uri)
     subword = config.get("subword_tokenizer_type", "wordpiece")
     if subword not in SUBWORD_TYPES:
         raise BadInput(f"{config_uri}: subword_tokenizer_type={subword!r} is not one of {SUBWORD_TYPES}")
