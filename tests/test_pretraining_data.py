@@ -450,3 +450,24 @@ def test_preview_shows_what_the_model_sees(made, vocab_dirs, kind):
         assert "[SEP]" not in inst["segment_a"] + inst["segment_b"]
     md = preview_markdown(output, vocab_dirs[kind], n=2)
     assert md.count("### Instance") == 2 and "| position | input | label |" in md
+
+
+def test_preview_table_escapes_a_pipe_token(tmp_path):
+    from components.pretraining_data import tfrecord as records
+    from components.pretraining_data.instances import Batch
+    from components.pretraining_data.preview import preview_markdown
+
+    tokens = files.reserved_tokens() + ["|", "あ", "い"]
+    files.write_tokenizer_dir(str(tmp_path / "vocab"), tokens, subword_tokenizer_type="wordpiece")
+    pipe, a, i = (tokens.index(t) for t in ("|", "あ", "い"))
+    seq, pred = 8, 2
+    batch = Batch(input_ids=np.array([[files.CLS_ID, files.MASK_ID, a, files.SEP_ID, i, files.SEP_ID, 0, 0]]),
+                  lengths=np.array([6]), segment_a=np.array([4]),
+                  masked_positions=np.array([[1, 0]]), masked_ids=np.array([[pipe, 0]]),
+                  masked_counts=np.array([1]), random_next=np.array([0]))
+    shard = str(tmp_path / "x.tfrecord.gz")
+    with records.open_gzip_records(shard) as writer:
+        writer.write_many(records.batch_records(batch, len(tokens)))
+    md = preview_markdown(shard, str(tmp_path / "vocab"), n=1)
+    assert "| 1 | [MASK] | \\| |" in md.splitlines()
+    assert "- **A:** [MASK] あ" in md and "- **B:** い" in md

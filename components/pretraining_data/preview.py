@@ -15,10 +15,10 @@ def decode_instance(example: dict, tokens: list[str]) -> dict:
     length = int(sum(example["input_mask"]))
     ids = [int(i) for i in example["input_word_ids"][:length]]
     types = [int(t) for t in example["input_type_ids"][:length]]
-    words = [tokens[i] if 0 <= i < len(tokens) else f"<{i}>" for i in ids]
+    words = [_token(tokens, i) for i in ids]
     a_words = [w for w, t in zip(words, types) if t == 0][1:-1]  # less [CLS] ... [SEP]
     b_words = [w for w, t in zip(words, types) if t == 1][:-1]  # less the final [SEP]
-    masked = [(int(p), tokens[int(label)]) for p, label, w in
+    masked = [(int(p), _token(tokens, label)) for p, label, w in
               zip(example["masked_lm_positions"], example["masked_lm_ids"], example["masked_lm_weights"]) if w > 0]
     return {
         "segment_a": " ".join(a_words),
@@ -39,6 +39,16 @@ def preview_markdown(tfrecord_uri: str, vocab_dir: str, n: int = 3, title: str =
         lines += [f"### Instance {number}: {inst['tokens']} tokens, B is the {nsp}", "",
                   f"- **A:** {inst['segment_a']}", f"- **B:** {inst['segment_b']}", "",
                   "| position | input | label |", "|---|---|---|"]
-        lines += [f"| {m['position']} | {m['input']} | {m['label']} |" for m in inst["masked"]]
+        lines += [f"| {m['position']} | {_cell(m['input'])} | {_cell(m['label'])} |" for m in inst["masked"]]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _token(tokens: list[str], i) -> str:
+    i = int(i)
+    return tokens[i] if 0 <= i < len(tokens) else f"<{i}>"
+
+
+def _cell(text: str) -> str:
+    """A token as a Markdown table cell (a ``|`` token would end the cell)."""
+    return text.replace("|", "\\|")
