@@ -156,7 +156,8 @@ def aozora_documents(aozora_dir: str, *, authors: list[str] | None = None, min_l
             stats["works_skipped"] += 1
             continue
         stats["works"] += 1
-        title = _header(text)[0] if _header(text) else os.path.basename(path)
+        header = _header(text)
+        title = header[0] if header else os.path.basename(path)
         for k, doc in enumerate(work_documents(text, min_length=min_length, max_length=max_length,
                                                max_document_sentences=max_document_sentences), 1):
             yield (title if k == 1 else f"{title} ({k})"), doc

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import unicodedata
 
 from components import storage
 from components.corpus.aozora import aozora_documents
 from components.corpus.cirrussearch import RULE_EXAMPLES, write_cirrussearch
 from components.corpus.wiki import clean_page_text
-from components.mecab import dictionary_dir
+from components.mecab import tagger_args
 
 _LEXICON_FORMAT = r'-O "" -F "%m\t%phl,%phr,%c,%H\n" -U "%m\tUNK\n" -E "EOS\n"'
 
@@ -28,7 +27,7 @@ _LEXICON_FORMAT = r'-O "" -F "%m\t%phl,%phr,%c,%H\n" -U "%m\tUNK\n" -E "EOS\n"'
 def _lexicon_tagger(mecab_dic: str):
     import fugashi
 
-    return fugashi.GenericTagger(f'-d "{dictionary_dir(mecab_dic)}" -r "{os.devnull}" {_LEXICON_FORMAT}')
+    return fugashi.GenericTagger(f"{tagger_args(mecab_dic)} {_LEXICON_FORMAT}")
 
 
 def _csv_field(value: str) -> str:
