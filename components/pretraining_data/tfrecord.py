@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import struct
 from collections.abc import Iterator
 
 import numpy as np
@@ -20,7 +19,7 @@ from isal import isal_zlib
 
 from components import storage
 from components.pretraining_data.instances import Batch
-from components.tfrecord import masked_crc
+from components.tfrecord import frame
 
 FLOAT_FEATURES = {"masked_lm_weights"}
 GZIP_LEVEL = 1  # ISA-L's fast level: zlib level 1's ratio at ~7x its speed
@@ -122,17 +121,6 @@ class _Rows:
         keep = np.concatenate([np.ones((self.n, 1), dtype=bool),
                                real[lengths].view(bool).reshape(self.n, -1), *self.real], axis=1)
         return body[keep].tobytes(), 1 + nbytes[lengths] + lengths
-
-
-@functools.lru_cache(maxsize=4096)
-def _length_header(length: int) -> bytes:
-    packed = struct.pack("<Q", length)
-    return packed + struct.pack("<I", masked_crc(packed))
-
-
-def frame(record: bytes) -> bytes:
-    """``tfrecord.frame`` with the length header cached (lengths repeat within a stage)."""
-    return b"".join((_length_header(len(record)), record, struct.pack("<I", masked_crc(record))))
 
 
 def batch_records(batch: Batch, vocab_size: int) -> list[bytes]:
