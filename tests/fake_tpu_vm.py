@@ -24,13 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 import urllib.request
 
 from components import storage
-from components.train import status
+from components.train import status, trainer
 
 DOCKER_VALUE_OPTIONS = {"-e", "--env", "-v", "--volume", "--entrypoint", "--name", "--shm-size",
                         "-w", "--workdir", "-u", "--user", "--network", "--net"}
@@ -67,11 +66,7 @@ def _once(trigger: str, stage: int, step: int) -> bool:
 
 
 def latest_step(model_dir: str) -> int:
-    uri = storage.join(model_dir, "checkpoint")
-    if not storage.exists(uri):
-        return 0
-    m = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', storage.read_text(uri), re.M)
-    return int(m.group(1)) if m else 0
+    return trainer.checkpoint_step(trainer.latest_checkpoint(model_dir))
 
 
 def fake_train(argv: list[str], docker_argv: list[str], image: str, env: dict) -> int:

@@ -296,6 +296,13 @@ def test_snappy_blocks_decode_literals_and_overlapping_copies():
         tensorbundle.snappy_decompress(bytes([5, 1 | (0 << 2), 9]))  # copy before any output
 
 
+def test_truncated_fixed_width_protobuf_fields_are_value_errors():
+    assert tensorbundle.proto_fields(b"\x0d\x01\x00\x00\x00\x11" + bytes(8)) == [(1, 1), (2, 0)]
+    for data in (b"\x09\x01\x02", b"\x0d\x01"):  # fixed64 / fixed32 cut short
+        with pytest.raises(ValueError, match="truncated"):
+            tensorbundle.proto_fields(data)
+
+
 def _snappy_literals(data: bytes) -> bytes:
     """A valid snappy stream made of literal chunks only (what a test can write without a codec)."""
     out = bytearray()

@@ -113,6 +113,18 @@ def test_a_restart_resumes_from_the_latest_checkpoint(work, stage1, caplog):
     assert status.read(str(model_dir))["complete"]["step"] == 6
 
 
+def test_latest_checkpoint_reads_a_non_ascii_absolute_path_as_tensorflow_writes_it(stage1, tmp_path):
+    import tensorflow as tf
+
+    model_dir = tmp_path / "日本語モデル"
+    model_dir.mkdir()
+    for f in stage1[0].glob("ckpt-4.*"):
+        shutil.copy(f, model_dir / f.name)
+    prefix = str(model_dir / "ckpt-4")
+    tf.compat.v1.train.update_checkpoint_state(str(model_dir), model_checkpoint_path=prefix)
+    assert trainer.latest_checkpoint(str(model_dir)) == prefix
+
+
 def test_rerunning_a_finished_stage_trains_nothing_and_reports_complete(work, stage1):
     model_dir = work / "model_rerun"
     shutil.copytree(stage1[0], model_dir)

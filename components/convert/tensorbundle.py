@@ -89,15 +89,16 @@ def proto_fields(buf: bytes) -> list[tuple[int, int | bytes]]:
         field, wire = key >> 3, key & 7
         if wire == 0:
             value, pos = read_varint(buf, pos)
-        elif wire == 1:
-            value, pos = struct.unpack_from("<Q", buf, pos)[0], pos + 8
+        elif wire in (1, 5):  # fixed64, fixed32
+            width = 8 if wire == 1 else 4
+            if pos + width > len(buf):
+                raise ValueError("truncated fixed-width field")
+            value, pos = int.from_bytes(buf[pos:pos + width], "little"), pos + width
         elif wire == 2:
             n, pos = read_varint(buf, pos)
             value, pos = bytes(buf[pos:pos + n]), pos + n
             if pos > len(buf):
                 raise ValueError("truncated length-delimited field")
-        elif wire == 5:
-            value, pos = struct.unpack_from("<I", buf, pos)[0], pos + 4
         else:
             raise ValueError(f"unsupported wire type {wire}")
         out.append((field, value))
@@ -287,6 +288,33 @@ def _slice_key_name(key: bytes) -> str:
     raise ValueError("unterminated name in slice key")
 
 
+STATE_FILE = "checkpoint"  # TensorFlow's state file beside the checkpoints of a model dir
+
+
+def state_file_checkpoint(model_dir: str) -> str | None:
+    """The checkpoint prefix that ``model_dir``'s TensorFlow state file names (its
+    ``model_checkpoint_path``), or None when there is no state file or it names none.
+
+    The name is a text-format string (C escapes such as ``\\ooo`` octal bytes, around UTF-8),
+    relative to the directory or absolute. A state file written elsewhere (a model dir copied
+    to gs://) may hold an absolute path that does not exist here: then the same base name in
+    ``model_dir`` is taken when its ``.index`` exists.
+    """
+    state = storage.join(model_dir, STATE_FILE)
+    if not storage.exists(state):
+        return None
+    m = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', storage.read_text(state), re.M)
+    if not m:
+        return None
+    name = codecs.escape_decode(m.group(1).encode("utf-8"))[0].decode("utf-8")
+    prefix = name if (name.startswith("/") or "://" in name) else storage.join(model_dir, name)
+    if not storage.exists(prefix + ".index"):
+        here = storage.join(model_dir, storage.basename(name))
+        if storage.exists(here + ".index"):
+            return here
+    return prefix
+
+
 def _split_prefix(checkpoint: str) -> str:
     """Accepts ``.../ckpt-20``, ``.../ckpt-20.index`` or a model dir with a ``checkpoint`` file."""
     checkpoint = str(checkpoint).rstrip("/")
@@ -294,21 +322,14 @@ def _split_prefix(checkpoint: str) -> str:
         return checkpoint[: -len(".index")]
     if storage.exists(checkpoint + ".index"):
         return checkpoint
-    state = storage.join(checkpoint, "checkpoint")
-    if storage.exists(state):
-        text = storage.read_text(state)
-        m = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', text, re.M)
-        if not m:
-            raise BadInput(f"{state}: no model_checkpoint_path line")
-        # Text-format string: C escapes (\", \\, \ooo octal bytes) around UTF-8.
-        name = codecs.escape_decode(m.group(1).encode("utf-8"))[0].decode("utf-8")
-        prefix = name if (name.startswith("/") or "://" in name) else storage.join(checkpoint, name)
+    state = storage.join(checkpoint, STATE_FILE)
+    prefix = state_file_checkpoint(checkpoint)
+    if prefix is not None:
         if not storage.exists(prefix + ".index"):
-            # A state file written elsewhere may hold an absolute path: fall back to its basename.
-            prefix = storage.join(checkpoint, storage.basename(name))
-            if not storage.exists(prefix + ".index"):
-                raise BadInput(f"{state}: names {name!r}, but {prefix}.index does not exist")
+            raise BadInput(f"{state}: names {prefix!r}, but {prefix}.index does not exist")
         return prefix
+    if storage.exists(state):
+        raise BadInput(f"{state}: no model_checkpoint_path line")
     raise BadInput(f"{checkpoint}: no checkpoint here (neither {checkpoint}.index nor "
                    f"{state} exists)")
 

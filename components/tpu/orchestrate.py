@@ -19,7 +19,6 @@ killed outright. TPU-hours are counted from each create request to its confirmed
 from __future__ import annotations
 
 import dataclasses
-import re
 import signal
 import threading
 import time
@@ -28,7 +27,7 @@ from components import images, storage
 from components.errors import BadInput
 from components.tpu import control, startup
 from components.tpu.control import NodeSpec, TpuControl, TpuError, log, tpu_node_name  # noqa: F401 (API)
-from components.train import status
+from components.train import status, trainer
 
 DEFAULT_POLL_S = 30.0
 DEFAULT_HEARTBEAT_TIMEOUT_S = 1200.0  # no new heartbeat for this long: the VM is lost or hung
@@ -120,11 +119,8 @@ def check_stages(stages: list[dict], *, check_data: bool = True) -> list[dict]:
 
 def latest_checkpoint_step(model_dir: str) -> int | None:
     """The step of the checkpoint the trainer will resume from (TF's ``checkpoint`` state file)."""
-    uri = storage.join(model_dir, "checkpoint")
-    if not storage.exists(uri):
-        return None
-    m = re.search(r'^model_checkpoint_path:\s*"(?:.*/)?ckpt-(\d+)"', storage.read_text(uri), re.M)
-    return int(m.group(1)) if m else None
+    checkpoint = trainer.latest_checkpoint(model_dir)
+    return trainer.checkpoint_step(checkpoint) if checkpoint else None
 
 
 # ---------------------------------------------------------------------------

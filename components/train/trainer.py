@@ -29,6 +29,7 @@ import traceback
 import yaml
 
 from components import storage, tfrecord
+from components.convert import tensorbundle
 from components.errors import BadInput
 from components.tokenizer import files as tokenizer_files
 from components.train import configs, status
@@ -54,16 +55,8 @@ def latest_checkpoint(model_dir: str) -> str | None:
     Reads the ``checkpoint`` state file TensorFlow keeps beside the checkpoints, through the
     storage layer, so it works for local paths and gs:// without importing TensorFlow.
     """
-    state_uri = storage.join(model_dir, "checkpoint")
-    if not storage.exists(state_uri):
-        return None
-    match = re.search(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', storage.read_text(state_uri), re.M)
-    if not match:
-        return None
-    path = match.group(1).encode().decode("unicode_escape")
-    if not (path.startswith("/") or "://" in path):  # TensorFlow writes paths relative to the dir
-        path = storage.join(model_dir, path)
-    return path if storage.exists(path + ".index") else None
+    path = tensorbundle.state_file_checkpoint(model_dir)
+    return path if path and storage.exists(path + ".index") else None
 
 
 def checkpoint_step(checkpoint: str | None) -> int:
