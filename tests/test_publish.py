@@ -115,6 +115,24 @@ def test_existing_release_needs_overwrite_and_failures_leave_it_untouched(model_
     assert "masked_lm_accuracy" not in after[MODEL_CARD].decode()  # the new card, without metrics
 
 
+def test_a_failed_final_rename_puts_the_previous_release_back(model_dir, tmp_path, monkeypatch):
+    release = str(tmp_path / "rel")
+    publish_model(model_dir, release, metrics=METRICS)
+    before = _files(release)
+    rename = os.rename
+
+    def failing_rename(src, dst):
+        if ".staging-" in str(src):
+            raise OSError("disk went away")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(OSError, match="disk went away"):
+        publish_model(model_dir, release, overwrite=True)
+    assert _files(release) == before
+    assert sorted(os.listdir(tmp_path)) == ["rel"]  # no staging or backup left
+
+
 def test_bad_inputs_are_named(model_dir, tmp_path):
     partial = tmp_path / "partial"
     storage.copy_tree(model_dir, str(partial))

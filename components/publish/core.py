@@ -25,6 +25,7 @@ import uuid
 
 from components import storage
 from components.errors import BadInput
+from components.publish import naming
 from components.tokenizer import files as tokenizer_files
 
 MODEL_CARD = "README.md"
@@ -104,8 +105,7 @@ def describe_model(model_dir: str) -> dict:
 
 def default_model_name(info: dict) -> str:
     """Tohoku's naming: bert-base-japanese, bert-large-japanese-char, ..."""
-    char = "-char" if info["subword_tokenizer_type"] == "character" else ""
-    return f"bert-{info['size']}-japanese{char}"
+    return naming.model_name(info["size"], info["subword_tokenizer_type"])
 
 
 def _normalise_sources(sources) -> list[dict]:
@@ -313,7 +313,7 @@ def publish_model(model_dir: str, release_uri: str, *, metrics: dict | str | Non
 
 def _promote_local(staging: str, release_uri: str) -> None:
     release = storage.local_path(release_uri)
-    # Atomic writes create private temp files (0600); a release is for everyone to read.
+    # A release is for everyone to read, whatever the umask of the publishing process.
     for dirpath, _dirs, names in os.walk(storage.local_path(staging)):
         os.chmod(dirpath, 0o755)
         for name in names:
@@ -322,7 +322,12 @@ def _promote_local(staging: str, release_uri: str) -> None:
     if os.path.exists(release):
         old = f"{release}.old-{uuid.uuid4().hex[:12]}"
         os.rename(release, old)
-    os.rename(storage.local_path(staging), release)
+    try:
+        os.rename(storage.local_path(staging), release)
+    except BaseException:
+        if old:  # the previous release goes back where it was
+            os.rename(old, release)
+        raise
     if old:
         shutil.rmtree(old, ignore_errors=True)
 
