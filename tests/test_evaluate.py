@@ -161,6 +161,20 @@ def test_masked_lm_and_nsp_metrics_count_only_real_predictions(model_dir, tmp_pa
     assert limited["eval_examples"] == 16
 
 
+def test_batches_split_at_shape_changes_and_need_a_positive_size(tmp_path):
+    short, long_ = str(tmp_path / "a.tfrecord.gz"), str(tmp_path / "b.tfrecord.gz")
+    _write_with_tensorflow(short, _examples(100, 5))
+    examples = _examples(100, 3)
+    for ex in examples:
+        ex["input_word_ids"] += [0] * 8
+    _write_with_tensorflow(long_, examples)
+    sizes = [len(b) for b in core._batches([short, long_], 2, None)]
+    assert sizes == [2, 2, 1, 2, 1]
+    assert [len(b) for b in core._batches([short, long_], 2, 2)] == [2, 2]
+    with pytest.raises(BadInput, match="batch_size=0"):
+        list(core._batches([short], 0, None))
+
+
 def test_fill_mask_report_for_people_and_machines(model_dir, tmp_path):
     out = tmp_path / "out"
     metrics = core.evaluate_model(model_dir, output_dir=str(out), top_k=3)

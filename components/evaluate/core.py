@@ -122,30 +122,33 @@ def fill_mask(tokenizer, model, sentences: list[str], *, top_k: int = 5) -> list
     return results
 
 
-def _batches(uris, batch_size: int, max_batches: int | None):
-    """Batches of pretraining features as numpy arrays; a new batch starts when the shape changes."""
-    batch: list[dict] = []
-    count = 0
+def _examples(uris):
+    """Every record of ``uris`` as a dict of features, with ``_where`` naming its file and number."""
     for uri in uris:
         for number, example in enumerate(iter_examples(uri), 1):
             missing = [f for f in PRETRAINING_FEATURES if f not in example]
             if missing:
                 raise BadInput(f"{uri}: record {number}: missing features {missing} (not Model Garden v2 "
                                "pretraining data?)")
-            if batch and len(example["input_word_ids"]) != len(batch[0]["input_word_ids"]):
-                yield batch
-                count += 1
-                batch = []
-                if max_batches and count >= max_batches:
-                    return
             example["_where"] = f"{uri}: record {number}"
-            batch.append(example)
-            if len(batch) == batch_size:
-                yield batch
-                count += 1
-                batch = []
-                if max_batches and count >= max_batches:
-                    return
+            yield example
+
+
+def _batches(uris, batch_size: int, max_batches: int | None):
+    """Batches of at most ``batch_size`` examples; a new batch starts when the shape changes."""
+    if batch_size < 1:
+        raise BadInput(f"batch_size={batch_size}: must be at least 1")
+    batch: list[dict] = []
+    count = 0
+    for example in _examples(uris):
+        if batch and (len(batch) == batch_size
+                      or len(example["input_word_ids"]) != len(batch[0]["input_word_ids"])):
+            yield batch
+            count += 1
+            if max_batches and count >= max_batches:
+                return
+            batch = []
+        batch.append(example)
     if batch:
         yield batch
 
