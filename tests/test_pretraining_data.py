@@ -471,3 +471,29 @@ def test_preview_table_escapes_a_pipe_token(tmp_path):
     md = preview_markdown(shard, str(tmp_path / "vocab"), n=1)
     assert "| 1 | [MASK] | \\| |" in md.splitlines()
     assert "- **A:** [MASK] あ" in md and "- **B:** い" in md
+
+
+def _die_on_three(x: int) -> int:
+    if x == 3:
+        os.kill(os.getpid(), 9)  # as the OOM killer would
+    return x
+
+
+def test_a_worker_that_dies_fails_the_map_instead_of_hanging():
+    import threading
+    from concurrent.futures.process import BrokenProcessPool
+
+    from components.pretraining_data.parallel import ordered_map
+
+    outcome = []
+
+    def run():
+        try:
+            list(ordered_map(_die_on_three, range(20), workers=2))
+        except BrokenProcessPool as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert outcome, "ordered_map still waiting for a dead worker's result"
