@@ -10,18 +10,16 @@ so the output does not depend on the worker count.
 from __future__ import annotations
 
 import bisect
-import collections
 import functools
 import json
-import multiprocessing
 import re
 import sys
 import unicodedata
-from concurrent.futures import ProcessPoolExecutor
 
 from components import storage
 from components.errors import BadInput
 from components.mecab import tagger_args
+from components.pretraining_data.parallel import ordered_map
 from components.progress import Progress
 
 # Cleaning rules, in the recipe's order (applied with re.sub(pattern, "", text)).
@@ -244,20 +242,6 @@ def _batches(input_uri: str, max_lines: int = 512, max_bytes: int = 4 << 20):
             yield first, lines
 
 
-def _ordered_parallel(init_args, batches, workers: int):
-    """Yields results of ``_work`` over ``batches`` in order, a bounded number in flight."""
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=init_args) as pool:
-        pending: collections.deque = collections.deque()
-        for batch in batches:
-            pending.append(pool.submit(_work, batch))
-            if len(pending) >= 3 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 def build_wiki_corpus(input_uri: str, output_uri: str, *, min_length: int = 10, max_length: int = 200,
                       mecab_dic: str = "unidic_lite", workers: int = 1) -> dict:
     """CirrusSearch ``.json.gz`` -> sentences, one per line, a blank line after each page.
@@ -279,7 +263,8 @@ def build_wiki_corpus(input_uri: str, output_uri: str, *, min_length: int = 10, 
         results = map(processor, batches)
     else:
         SentenceSplitter(mecab_dic)  # a bad dictionary fails here, not in a worker
-        results = _ordered_parallel(init_args, batches, workers)
+        results = ordered_map(_work, batches, workers=workers, initializer=_init_worker, initargs=init_args,
+                              in_flight_per_worker=3)
     with storage.open_write(output_uri) as out:
         for chunk, counts in results:
             out.write(chunk)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from components import storage
 from components.errors import BadInput
 from components.mecab import KNOWN_DICTIONARIES, WordSplitter
+from components.pretraining_data.parallel import ordered_map
 from components.progress import Progress
 from components.tokenizer import files
 from components.tokenizer.alphabet import read_alphabet
@@ -84,22 +84,14 @@ def _chunks(inputs: list[str], progress: Progress) -> Iterator[list[str]]:
         yield chunk
 
 
-def _split_chunks(chunks: Iterable[list[str]], splitter: _ChunkSplitter, workers: int):
-    """Yields each chunk's split result in input order, with ``workers`` MeCab processes."""
+def _split_chunks(chunks: Iterable[list[str]], splitter: _ChunkSplitter, workers: int) -> Iterator:
+    """Each chunk's split result in input order, with ``workers`` MeCab processes."""
     if workers <= 1:
-        yield from map(splitter, chunks)
-        return
+        return map(splitter, chunks)
     # spawn: the caller may hold threads (GCS client, tokenizers) that fork would copy mid-state.
-    ctx = multiprocessing.get_context("spawn")
     init = (splitter.split.mecab_dic, splitter.split.do_lower_case, splitter.count_chars)
-    with ctx.Pool(workers, initializer=_init_worker, initargs=init) as pool:
-        pending: collections.deque = collections.deque()
-        for chunk in chunks:
-            pending.append(pool.apply_async(_split_in_worker, (chunk,)))
-            if len(pending) >= 2 * workers:  # bounded: never reads ahead of the workers
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    return ordered_map(_split_in_worker, chunks, workers=workers, initializer=_init_worker, initargs=init,
+                       start_method="spawn")
 
 
 def choose_alphabet(char_counts: collections.Counter, initial_alphabet: Iterable[str],
