@@ -483,7 +483,7 @@ def test_a_worker_that_dies_fails_the_map_instead_of_hanging():
     import threading
     from concurrent.futures.process import BrokenProcessPool
 
-    from components.pretraining_data.parallel import ordered_map
+    from components.parallel import ordered_map
 
     outcome = []
 

@@ -19,7 +19,7 @@ import unicodedata
 from components import storage
 from components.errors import BadInput
 from components.mecab import tagger_args
-from components.pretraining_data.parallel import ordered_map
+from components.parallel import ordered_map
 from components.progress import Progress
 
 # Cleaning rules, in the recipe's order (applied with re.sub(pattern, "", text)).

@@ -22,7 +22,7 @@ from components import storage
 from components.errors import BadInput
 from components.pretraining_data import instances, tfrecord
 from components.pretraining_data.documents import Documents, read_documents
-from components.pretraining_data.parallel import ordered_map
+from components.parallel import ordered_map
 from components.pretraining_data.tokenization import load_tokenizer
 from components.progress import Progress
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from components import storage
-from components.pretraining_data.parallel import ordered_map
+from components.parallel import ordered_map
 from components.pretraining_data.tokenization import PieceTokenizer
 from components.progress import Progress
 

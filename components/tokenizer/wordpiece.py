@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from components import storage
 from components.errors import BadInput
 from components.mecab import KNOWN_DICTIONARIES, WordSplitter
-from components.pretraining_data.parallel import ordered_map
+from components.parallel import ordered_map
 from components.progress import Progress
 from components.tokenizer import files
 from components.tokenizer.alphabet import read_alphabet
