@@ -237,6 +237,16 @@ def test_vocab_size_mismatch_is_bad_input(trained, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_failure_after_the_weights_leaves_no_directory(trained, tmp_path):
+    tokenizer = tmp_path / "tok"
+    storage.copy_tree(trained["tokenizer_dir"], str(tokenizer))
+    os.unlink(tokenizer / tokenizer_files.SPECIAL_TOKENS_MAP_FILE)
+    (tokenizer / tokenizer_files.SPECIAL_TOKENS_MAP_FILE).mkdir()  # exists, but cannot be copied
+    with pytest.raises(OSError):
+        convert_checkpoint(trained["model_dir"], str(tmp_path / "out"), tokenizer_dir=str(tokenizer))
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_checkpoint_is_bad_input_from_the_cli(trained, tmp_path):
     missing = str(tmp_path / "nowhere" / "ckpt-7")
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "convert", missing, str(tmp_path / "out"),

@@ -69,3 +69,8 @@ def test_unknown_config_and_stage_are_bad_input():
         configs.profile("huge")
     with pytest.raises(BadInput, match="--stage 3"):
         configs.stage(3)
+
+
+def test_zero_train_steps_is_bad_input_not_the_profiles_default():
+    with pytest.raises(BadInput, match="--train-steps 0: must be at least 1"):
+        configs.experiment_overrides("tiny", 1, vocab_size=100, train_steps=0)

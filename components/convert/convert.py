@@ -215,7 +215,7 @@ def bert_config(*, vocab_size: int, hidden_size: int, num_layers: int, num_heads
 
 def _check_metadata(metadata: dict, config: dict, uri: str) -> None:
     """The trainer's description must describe this checkpoint (same sizes)."""
-    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+    for key in train_configs.ARCHITECTURE_KEYS:
         if key in metadata and int(metadata[key]) != config[key]:
             raise BadInput(f"{uri}: says {key}={metadata[key]} but the checkpoint has {config[key]}: "
                            "the description belongs to another model")
@@ -230,7 +230,8 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
     bundle = TensorBundle(checkpoint)
     layout = _find_layout(bundle)
     mapping = _variable_map(layout)
-    missing = sorted({src for src, _how in mapping.values()} - set(bundle.names()))
+    sources = {src for src, _how in mapping.values()}
+    missing = sorted(sources - set(bundle.names()))
     if missing:
         raise BadInput(f"{bundle.prefix}: checkpoint lacks variables the BERT layout needs: {missing[:5]}")
 
@@ -253,23 +254,6 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
     if metadata_uri:
         _check_metadata(metadata, config, metadata_uri)
 
-    fresh_dir = None if storage.is_gcs(output_dir) else storage.local_path(output_dir)
-    if fresh_dir and os.path.exists(fresh_dir):
-        fresh_dir = None
-    try:
-        num_parameters = write_safetensors(storage.join(output_dir, WEIGHTS_FILE), bundle, mapping)
-    except BaseException:
-        if fresh_dir:  # a failed conversion leaves no directory behind (the file write is atomic)
-            shutil.rmtree(fresh_dir, ignore_errors=True)
-        raise
-    storage.write_text(storage.join(output_dir, CONFIG_FILE), json.dumps(config, indent=2, sort_keys=True) + "\n")
-    copied = []
-    for file_name in TOKENIZER_FILE_NAMES:
-        src = storage.join(tokenizer_dir, file_name)
-        if storage.exists(src):
-            storage.copy(src, storage.join(output_dir, file_name))
-            copied.append(file_name)
-    skipped = [n for n in bundle.names() if n not in {src for src, _ in mapping.values()}]
     summary = {
         "checkpoint": bundle.prefix,
         "output_dir": output_dir,
@@ -285,12 +269,28 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
         "max_position_embeddings": config["max_position_embeddings"],
         "hidden_act": config["hidden_act"],
         "subword_tokenizer_type": tokenizer.subword_tokenizer_type,
-        "num_parameters": num_parameters,
+        "num_parameters": None,  # counted while the weights are written
         "num_tensors": len(mapping),
-        "num_checkpoint_variables_skipped": len(skipped),
-        "tokenizer_files": copied,
+        "num_checkpoint_variables_skipped": len(set(bundle.names()) - sources),
+        "tokenizer_files": [],
     }
-    storage.write_text(storage.join(output_dir, CONVERSION_FILE), json.dumps(summary, indent=2) + "\n")
+    fresh_dir = None if storage.is_gcs(output_dir) else storage.local_path(output_dir)
+    if fresh_dir and os.path.exists(fresh_dir):
+        fresh_dir = None
+    try:
+        summary["num_parameters"] = write_safetensors(storage.join(output_dir, WEIGHTS_FILE), bundle, mapping)
+        storage.write_text(storage.join(output_dir, CONFIG_FILE),
+                           json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for file_name in TOKENIZER_FILE_NAMES:
+            src = storage.join(tokenizer_dir, file_name)
+            if storage.exists(src):
+                storage.copy(src, storage.join(output_dir, file_name))
+                summary["tokenizer_files"].append(file_name)
+        storage.write_text(storage.join(output_dir, CONVERSION_FILE), json.dumps(summary, indent=2) + "\n")
+    except BaseException:
+        if fresh_dir:  # a failed conversion leaves no directory behind (each file write is atomic)
+            shutil.rmtree(fresh_dir, ignore_errors=True)
+        raise
     return summary
 
 

@@ -29,6 +29,10 @@ EXPERIMENTS_DIR = os.path.join(os.path.dirname(__file__), "experiments")
 # Model Garden's "gelu" is the tanh approximation, which Hugging Face calls "gelu_new".
 MODEL_GARDEN_ACTIVATION = "gelu"
 HF_ACTIVATION = "gelu_new"
+# bertja_model.json keys that fix the network's shape: a model dir, an init checkpoint or a
+# checkpoint being converted that has other values belongs to another model.
+ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size")
 LAYER_NORM_EPS = 1e-12  # Model Garden's BertEncoderV2 default; Hugging Face's BertConfig default too
 
 # The recipe's vocabularies (the trainer uses the tokenizer dir's actual size).
@@ -115,7 +119,7 @@ def experiment_overrides(config: str, stage_number: int, *, vocab_size: int,
     Input paths, ``init_checkpoint`` and the distribution strategy are per run and not in here.
     """
     prof, st = profile(config), stage(stage_number)
-    steps = int(train_steps or prof.train_steps)
+    steps = prof.train_steps if train_steps is None else int(train_steps)
     if steps < 1:
         raise BadInput(f"--train-steps {steps}: must be at least 1")
     batch = prof.global_batch_size[st.number]

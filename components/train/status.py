@@ -57,5 +57,5 @@ def read(model_dir: str) -> dict:
     out = {}
     for key, name in (("heartbeat", HEARTBEAT), ("complete", COMPLETE), ("failed", FAILED)):
         uri = status_uri(model_dir, name)
-        out[key] = json.loads(storage.read_text(uri)) if storage.exists(uri) else None
+        out[key] = storage.read_json_object(uri) if storage.exists(uri) else None
     return out

@@ -35,10 +35,6 @@ from components.tokenizer import files as tokenizer_files
 from components.train import configs, status
 
 STRATEGIES = ("one_device", "tpu")
-# Keys of bertja_model.json that fix the network's shape: a model dir or an init checkpoint
-# made with other values cannot continue into this run.
-ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size")
 LOG_TAIL_LINES = 200
 # Features the data must carry (Model Garden "v2" names) and the stage value each length must equal.
 _SEQ_FEATURES = ("input_word_ids", "input_mask", "input_type_ids")
@@ -113,17 +109,14 @@ def _tokenizer_facts(tokenizer_dir: str) -> tuple[int, dict]:
 
 def _first_example(uri: str) -> dict[str, list]:
     """The first ``tf.train.Example`` of a TFRecord file (GZIP or not); reads only that far."""
-    records = tfrecord.iter_records(uri)
+    examples = tfrecord.iter_examples(uri)
     try:
-        record = next(records, None)
+        example = next(examples, None)
     finally:
-        records.close()
-    if record is None:
+        examples.close()
+    if example is None:
         raise BadInput(f"{uri}: holds no TFRecord (empty)")
-    try:
-        return tfrecord.parse_example(record)
-    except (ValueError, UnicodeDecodeError, IndexError) as e:
-        raise BadInput(f"{uri}: first record is not a tf.train.Example ({e})") from e
+    return example
 
 
 def check_data(uri: str, *, seq_length: int, max_predictions_per_seq: int, vocab_size: int) -> dict:
@@ -172,8 +165,8 @@ def _parse_overrides(overrides) -> list[tuple[str, dict]]:
 def _check_same_architecture(description: dict, other_uri: str, what: str) -> None:
     if not storage.exists(other_uri):
         return
-    other = json.loads(storage.read_text(other_uri))
-    diff = {k: (other.get(k), description[k]) for k in ARCHITECTURE_KEYS if other.get(k) != description[k]}
+    other = storage.read_json_object(other_uri)
+    diff = {k: (other.get(k), description[k]) for k in configs.ARCHITECTURE_KEYS if other.get(k) != description[k]}
     if diff:
         shown = ", ".join(f"{k} {a} there vs {b} here" for k, (a, b) in diff.items())
         raise BadInput(f"{what}: {other_uri} describes a different model ({shown})")
@@ -295,8 +288,6 @@ def train(*, config: str, stage: int, data: str, model_dir: str, tokenizer_dir: 
         prof, st = configs.profile(config), configs.stage(stage)
         if strategy not in STRATEGIES:
             raise BadInput(f"--strategy {strategy!r}: choose from {', '.join(STRATEGIES)}")
-        if train_steps is not None and int(train_steps) < 1:
-            raise BadInput(f"--train-steps {train_steps}: must be at least 1")
         files = data_files(data)
         vocab_size, tokenizer = _tokenizer_facts(tokenizer_dir)
         return _train(prof=prof, st=st, files=files, model_dir=model_dir, vocab_size=vocab_size,
