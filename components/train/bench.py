@@ -9,7 +9,6 @@ the trainer's own steady-state rates from ``complete.json``: the first loop, whi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
@@ -49,11 +48,11 @@ def main(argv: list[str], prog: str = "bertja bench train") -> int:
             data = os.path.join(tmp, "*.tfrecord.gz")
         model_dir = os.path.join(tmp, "model")
         overrides = [f"trainer.steps_per_loop={per_loop}", f"trainer.summary_interval={per_loop}", *args.override]
-        with _stdout_to_stderr():  # the child's final JSON is not this report
-            measured = run_measured(bertja_argv(
-                "train", "--config", args.config, "--stage", str(args.stage), "--data", data,
-                "--model-dir", model_dir, "--tokenizer-dir", tokenizer_dir, "--train-steps", str(args.steps),
-                *(a for o in overrides for a in ("--override", o))))
+        measured = run_measured(bertja_argv(
+            "train", "--config", args.config, "--stage", str(args.stage), "--data", data,
+            "--model-dir", model_dir, "--tokenizer-dir", tokenizer_dir, "--train-steps", str(args.steps),
+            *(a for o in overrides for a in ("--override", o))),
+            stdout=sys.stderr)  # the child's final JSON is not this report
         result = status.read(model_dir)["complete"]
 
     print_report(f"train: {args.config}, stage {st.number} ({st.corpus}), {os.cpu_count()} CPU cores", {
@@ -69,15 +68,3 @@ def main(argv: list[str], prog: str = "bertja bench train") -> int:
     })
     return 0
 
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Points file descriptor 1 (inherited by children) at stderr for a while."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
