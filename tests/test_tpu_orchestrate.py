@@ -193,6 +193,19 @@ def test_queued_resource_run_deletes_resource_and_node(tpu, job):
     assert tpu.queued == {} and tpu.node_state(_node_path("bertja-test")) is None
 
 
+def test_cli_train_passes_the_node_shape_on(tpu, job):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "tpu", "train", "--project", PROJECT, "--zone", ZONE,
+         "--name", "bertja-cli", "--api-endpoint", tpu.endpoint, "--network", "vpc", "--no-external-ips",
+         "--stages", json.dumps(job["stages"]), "--tokenizer-dir", job["tokenizer_dir"], "--trainer-image", IMAGE,
+         "--train-steps", "10", "--poll", "0.1", "--heartbeat-timeout", "30", "--startup-timeout", "60"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [s["step"] for s in json.loads(proc.stdout)["stages"]] == [10, 10]
+    (created,) = tpu.created
+    assert created["networkConfig"] == {"network": "vpc"}  # enableExternalIps false: proto3 leaves it out
+
+
 def test_completed_stages_are_not_trained_again(tpu, job, tmp_path):
     _train(tpu, job, train_steps=10)
     again = _train(tpu, job, train_steps=10)

@@ -107,7 +107,7 @@ def main(argv: list[str], prog: str = "bertja tpu") -> int:
             project=args.project, zone=args.zone, node_name=args.name, stages=_stages(args.stages),
             tokenizer_dir=args.tokenizer_dir, accelerator_type=args.accelerator_type,
             runtime_version=args.runtime_version, spot=args.spot, preemptible=args.preemptible,
-            queued=args.queued, network=args.network, subnetwork=args.subnetwork,
+            queued=args.queued, network=args.network, subnetwork=args.subnetwork, external_ips=args.external_ips,
             service_account=args.service_account, labels=args.labels, tags=args.tags,
             trainer_image=args.trainer_image, train_steps=args.train_steps,
             max_recreations=args.max_recreations, heartbeat_timeout_s=args.heartbeat_timeout,

@@ -314,7 +314,7 @@ class _SigtermCancels:
 def train_on_tpu(*, project: str, zone: str, node_name: str, stages: list[dict], tokenizer_dir: str,
                  accelerator_type: str = control.DEFAULT_ACCELERATOR, runtime_version: str | None = None,
                  spot: bool = False, preemptible: bool = False, queued: bool = False,
-                 network: str | None = None, subnetwork: str | None = None,
+                 network: str | None = None, subnetwork: str | None = None, external_ips: bool = True,
                  service_account: str | None = None, labels: dict | str | None = None,
                  tags: list[str] | str | None = None, trainer_image: str | None = None,
                  train_steps: int | None = None, max_recreations: int = 3,
@@ -339,7 +339,7 @@ def train_on_tpu(*, project: str, zone: str, node_name: str, stages: list[dict],
     tokenizer_dir = _check_gcs(tokenizer_dir, "tokenizer_dir")
     image = startup.check_image(trainer_image or images.image("train"))
     spec = NodeSpec(accelerator_type=accelerator_type, runtime_version=runtime_version, spot=spot,
-                    preemptible=preemptible, network=network, subnetwork=subnetwork,
+                    preemptible=preemptible, network=network, subnetwork=subnetwork, external_ips=external_ips,
                     service_account=service_account, labels=control.parse_labels(labels),
                     tags=control.parse_tags(tags)).checked()
     stages = check_stages(stages)
