@@ -9,10 +9,10 @@ DEV_ONLY := pip|pytest|pluggy|iniconfig|gcp-storage-emulator|helm-python-sdk|kub
 .PHONY: help images push chart-sync kind-up kind-images kind-install kind-run kind-all kind-down constraints
 
 help:
-	@echo "images        build the runtime images (docker; BERTJA_IMAGE_REGISTRY/BERTJA_IMAGE_TAG override)"
+	@echo "images        build all runtime images (docker; BERTJA_IMAGE_REGISTRY/BERTJA_IMAGE_TAG override)"
 	@echo "push          push them to their registry"
 	@echo "kind-up       create the kind cluster and install KFP standalone (pinned)"
-	@echo "kind-images   build the images and load them into the kind cluster"
+	@echo "kind-images   build and load into kind the images pods run (not the TPU VM trainer)"
 	@echo "kind-install  install the Helm chart with helm/bert-japanese-pipelines/values-kind.yaml"
 	@echo "kind-run      compile with the kind profile and submit a CPU run"
 	@echo "kind-all      all four, in order"

@@ -15,10 +15,19 @@ REGISTRY = "ghcr.io/bert-japanese-pipelines"
 # image key -> (repository name, what runs in it, Dockerfile under images/)
 IMAGES: dict[str, tuple[str, str, str]] = {
     "data": ("bertja-data", "text steps: download, corpora, tokenizers, pretraining data (fugashi + unidic-lite)", "data.Dockerfile"),
-    "train": ("bertja-train", "TF Model Garden trainer (CPU profile; the same image runs on TPU VMs)", "train.Dockerfile"),
+    "train": ("bertja-train", "TF Model Garden trainer, CPU TensorFlow (the pipeline's train step; it also drives TPU VMs)", "train.Dockerfile"),
+    "train-tpu": ("bertja-train-tpu", "TF Model Garden trainer with tensorflow-tpu and libtpu: what a Cloud TPU VM runs", "train-tpu.Dockerfile"),
     "convert": ("bertja-convert", "conversion, evaluation and publishing (torch + transformers, no TensorFlow)", "convert.Dockerfile"),
     "tpu": ("bertja-tpu-control", "Cloud TPU VM control (google-cloud-tpu, google-cloud-storage)", "tpu-control.Dockerfile"),
 }
+# Images only a Cloud TPU VM pulls (the startup script's ``docker run``), never a pod: a CPU
+# cluster such as kind neither builds nor loads them.
+TPU_VM_ONLY = frozenset({"train-tpu"})
+
+
+def cluster_images() -> list[str]:
+    """Keys of the images the pipeline's pods run, in ``IMAGES`` order."""
+    return [key for key in IMAGES if key not in TPU_VM_ONLY]
 
 
 def version() -> str:
@@ -56,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry", help=f"default: $BERTJA_IMAGE_REGISTRY or {REGISTRY}")
     parser.add_argument("--tag", help="default: $BERTJA_IMAGE_TAG or the package version")
     parser.add_argument("--version", action="store_true", help="print the package version only")
+    parser.add_argument("--cluster", action="store_true",
+                        help="only the images the pipeline's pods run (what a kind cluster loads)")
     args = parser.parse_args(argv)
     if args.version:
         print(version())
         return 0
-    for key in IMAGES:
+    for key in cluster_images() if args.cluster else IMAGES:
         print(key, image(key, registry=args.registry, tag=args.tag), dockerfile(key))
     return 0
 

@@ -3,7 +3,8 @@ code, images and chart together (tests/test_helm.py fails until this has been ru
 
 - Chart.yaml ``version``/``appVersion`` and values.yaml ``image.tag``: the package version;
 - values.yaml ``image.registry`` and ``image.repositories``: components/images.py;
-- values.schema.json: the pipeline parameter names (pipelines/parameters.py).
+- values.schema.json: the image keys (components/images.py) and the pipeline parameter names
+  (pipelines/parameters.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def main() -> int:
 
     schema_json = CHART / "values.schema.json"
     schema = json.loads(schema_json.read_text(encoding="utf-8"))
+    repositories = schema["properties"]["image"]["properties"]["repositories"]
+    repositories["required"] = list(images.IMAGES)
+    repositories["properties"] = {key: {"$ref": "#/definitions/repository"} for key in images.IMAGES}
     names = [f.name for f in dataclasses.fields(PipelineParameters)]
     schema["properties"]["pipeline"]["properties"]["parameters"]["propertyNames"]["enum"] = names
     schema_json.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

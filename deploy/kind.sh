@@ -10,9 +10,10 @@ usage: deploy/kind.sh [--dry-run] COMMAND
 
 commands:
   up       create the kind cluster and install KFP standalone ($KFP_VERSION, pinned)
-  build    build the runtime images (names and tags from components/images.py)
+  build    build all runtime images (names and tags from components/images.py)
   push     push the built images (set BERTJA_IMAGE_REGISTRY to your registry first)
-  images   build the images and load them into the kind cluster
+  images   build the images the pipeline's pods run and load them into the kind cluster
+           (not those only a Cloud TPU VM pulls: components/images.py --cluster)
   install  install or upgrade the Helm chart with values-kind.yaml
   run      compile the pipeline with the kind profile and submit a run
   all      up, images, install, run
@@ -51,8 +52,9 @@ run() {
 
 kubectl_() { run kubectl --context "$CONTEXT" "$@"; }
 
-# KEY REFERENCE DOCKERFILE lines, from the one place that names the images.
-image_table() { "$PYTHON" -m components.images; }
+# KEY REFERENCE DOCKERFILE lines, from the one place that names the images; --cluster: only
+# the images pods run (kind never runs the TPU VM trainer, so it neither builds nor loads it).
+image_table() { "$PYTHON" -m components.images "$@"; }
 version() { "$PYTHON" -m components.images --version; }
 
 cmd_up() {
@@ -67,12 +69,13 @@ cmd_up() {
   kubectl_ --namespace "$NAMESPACE" wait --for condition=Available --timeout=20m deployment --all
 }
 
+# Arguments go to image_table (none: every image).
 cmd_build() {
   local key ref dockerfile version_
   version_=$(version)
   while read -r key ref dockerfile; do
     run docker build --file "$dockerfile" --tag "$ref" --build-arg "BERTJA_VERSION=$version_" .
-  done < <(image_table)
+  done < <(image_table "$@")
 }
 
 cmd_push() {
@@ -83,11 +86,11 @@ cmd_push() {
 }
 
 cmd_images() {
-  cmd_build
+  cmd_build --cluster
   local key ref dockerfile
   while read -r key ref dockerfile; do
     run kind load docker-image "$ref" --name "$KIND_CLUSTER"
-  done < <(image_table)
+  done < <(image_table --cluster)
 }
 
 cmd_install() {

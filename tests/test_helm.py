@@ -414,7 +414,7 @@ def test_hook_schedules_the_retrain_and_an_upgrade_replaces_it(kfp_api, tmp_path
     spec = spec.get("pipeline_spec", spec)
     used = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     # The pipeline runs the chart's images, not the compile-time defaults.
-    assert used == {f"registry.example.com/bertja/{repo}:9.9.9" for repo, _, _ in images.IMAGES.values()}
+    assert used == {f"registry.example.com/bertja/{images.IMAGES[key][0]}:9.9.9" for key in images.cluster_images()}
     # What the server stores still caches every step but the one that asks "which dump is latest?"
     # (and the exit task that releases compute), so the monthly retrain on an unchanged dump is cache hits.
     uncached = {name for name, task in all_tasks(spec)

@@ -24,7 +24,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 CONSTRAINTS = ROOT / "images" / "constraints.txt"
 # What each image runs, hence the extras it installs (besides the core dependencies). The train
 # image also controls TPU VMs: the pipeline's train step runs the CPU trainer or the TPU controller.
-EXTRAS = {"data": {"pipeline"}, "train": {"pipeline", "train", "tpu"}, "convert": {"pipeline", "convert"}, "tpu": {"pipeline", "tpu"}}
+# train-tpu is the same trainer with TensorFlow's TPU build, so the same extras.
+EXTRAS = {"data": {"pipeline"}, "train": {"pipeline", "train", "tpu"}, "train-tpu": {"pipeline", "train", "tpu"},
+          "convert": {"pipeline", "convert"}, "tpu": {"pipeline", "tpu"}}
 HADOLINT = Path(sysconfig.get_path("scripts")) / "hadolint"
 
 
@@ -81,6 +83,29 @@ def test_hadolint_passes(key):
          "--require-label", "org.opencontainers.image.version:text", str(dockerfile_of(key))],
         capture_output=True, text=True)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_only_the_tpu_trainer_swaps_tensorflow_for_its_pinned_tpu_build():
+    """tensorflow-tpu ships the same ``tensorflow`` module as the CPU wheel: the TPU image removes the
+    one the extras pulled in before installing it (never both), pinned to the version pyproject pins,
+    with a pinned libtpu; every other image keeps the CPU wheel."""
+    (tensorflow,) = [r for r in PYPROJECT["project"]["optional-dependencies"]["train"] if r.startswith("tensorflow==")]
+    for key in images.IMAGES:
+        build, _final = stages(dockerfile_of(key))
+        runs = " ".join(a for i, a in build if i == "RUN")
+        if key != "train-tpu":
+            assert "tensorflow-tpu" not in runs and "libtpu" not in runs
+            continue
+        steps = [step.strip() for step in runs.split("&&")]
+        extras_step = next(i for i, s in enumerate(steps) if '".[' in s)
+        uninstall = next(i for i, s in enumerate(steps) if " uninstall " in s)
+        (tpu_step,) = [i for i, s in enumerate(steps) if "tensorflow-tpu" in s]
+        assert extras_step < uninstall < tpu_step
+        assert shlex.split(steps[uninstall])[-1] == "tensorflow"
+        tpu_install = shlex.split(steps[tpu_step])
+        assert f"tensorflow-tpu=={tensorflow.split('==')[1]}" in tpu_install
+        assert [a for a in tpu_install if re.fullmatch(r"libtpu==\d+(\.\d+)+", a)]
+        assert "--constraint" in tpu_install
 
 
 def test_hadolint_can_fail(tmp_path):

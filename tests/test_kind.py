@@ -63,12 +63,21 @@ def test_images_are_built_from_components_images_and_loaded_into_kind():
     commands = planned("images")
     builds = [c for c in commands if c[:2] == ["docker", "build"]]
     loads = [c for c in commands if c[:3] == ["kind", "load", "docker-image"]]
-    expected = {images.image(key): images.dockerfile(key) for key in images.IMAGES}
+    # The images pods run; the TPU VM trainer is never built for (or loaded into) a CPU cluster.
+    assert "train" in images.cluster_images() and "train-tpu" not in images.cluster_images()
+    expected = {images.image(key): images.dockerfile(key) for key in images.cluster_images()}
     assert {option(b, "--tag"): option(b, "--file") for b in builds} == expected
     assert all(option(b, "--build-arg") == f"BERTJA_VERSION={images.version()}" and b[-1] == "." for b in builds)
     assert all((ROOT / option(b, "--file")).is_file() for b in builds)
     assert {load[3] for load in loads} == set(expected)
     assert all(option(load, "--name") == "bertja" for load in loads)
+
+
+def test_build_makes_every_image_including_the_tpu_trainer():
+    builds = [c for c in planned("build") if c[:2] == ["docker", "build"]]
+    assert {option(b, "--tag"): option(b, "--file") for b in builds} == {
+        images.image(key): images.dockerfile(key) for key in images.IMAGES}
+    assert images.dockerfile("train-tpu") in [option(b, "--file") for b in builds]
 
 
 def test_push_sends_every_image_to_the_configured_registry():
@@ -111,7 +120,7 @@ def test_settings_come_from_the_environment_and_images_from_one_place():
     assert all(option(c, "--context") == "kind-lab" for c in commands if c[0] == "kubectl" and "--context" in c)
     assert all(c.split("?ref=")[1] == "2.15.0" for cmd in commands for c in cmd if "?ref=" in c)
     tags = {option(c, "--tag") for c in commands if c[:2] == ["docker", "build"]}
-    assert tags == {f"localhost:5001/bertja/{repo}:dev1" for repo, _, _ in images.IMAGES.values()}
+    assert tags == {f"localhost:5001/bertja/{images.IMAGES[key][0]}:dev1" for key in images.cluster_images()}
     order = [c[0] if c[0] != sys.executable else c[3] for c in commands]
     assert order.index("kind") < order.index("docker") < order.index("helm") < order.index("compile") < order.index("submit")
 
@@ -141,7 +150,7 @@ def kind_pipeline(tmp_path_factory) -> dict:
 
 def test_kind_pipeline_runs_only_our_images(kind_pipeline):
     used = {e["container"]["image"] for e in kind_pipeline["deploymentSpec"]["executors"].values()}
-    assert used == {images.image(key) for key in images.IMAGES}
+    assert used == {images.image(key) for key in images.cluster_images()}
 
 
 def tasks(spec: dict, dag: dict, path: str = ""):
