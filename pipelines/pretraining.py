@@ -91,7 +91,7 @@ def build(profile: Profile):
             stage1_max_predictions=stage1_max_predictions, stage2_max_seq_length=stage2_max_seq_length,
             stage2_max_predictions=stage2_max_predictions,
             stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
-            run_id=RUN_ID, trainer_image=image("train"), gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
+            run_id=RUN_ID, trainer_image=image("train-tpu"), gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
             tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
             tpu_network=tpu_network, tpu_subnetwork=tpu_subnetwork, tpu_service_account=tpu_service_account,
             tpu_price_per_hour=tpu_price_per_hour),

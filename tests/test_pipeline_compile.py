@@ -15,6 +15,7 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components.errors import BadInput
+from components import images
 from pipelines import commands, parameters, profiles
 
 
@@ -100,6 +101,9 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
     for train in trains:
         for key in ("stage1_examples", "stage2_examples"):
             assert train.inputs.artifacts[key].task_output_artifact.producer_task.startswith("for-loop"), key
+        # the TPU VM runs the TPU build of the trainer, named at compile time
+        image_ref = train.inputs.parameters["trainer_image"].runtime_value.constant.string_value
+        assert image_ref == images.image("train-tpu"), image_ref
     # each variant's sub-pipeline runs only when the run's `variants` parameter selects it
     conditions = [t for _o, _n, t in tasks if t.trigger_policy.condition]
     assert len(conditions) == len(parameters.VARIANTS)

@@ -337,7 +337,7 @@ def train_on_tpu(*, project: str, zone: str, node_name: str, stages: list[dict],
     if price_per_hour is None or price_per_hour < 0:
         raise BadInput(f"price_per_hour {price_per_hour!r}: must be >= 0")
     tokenizer_dir = _check_gcs(tokenizer_dir, "tokenizer_dir")
-    image = startup.check_image(trainer_image or images.image("train"))
+    image = startup.check_image(trainer_image or images.image("train-tpu"))
     spec = NodeSpec(accelerator_type=accelerator_type, runtime_version=runtime_version, spot=spot,
                     preemptible=preemptible, network=network, subnetwork=subnetwork, external_ips=external_ips,
                     service_account=service_account, labels=control.parse_labels(labels),

@@ -1,9 +1,9 @@
 """The TPU VM's startup script: run the pinned trainer image for each stage still to do.
 
 Why an image on a base runtime (``tpu-ubuntu2204-base`` and friends) rather than pinned pip
-packages on a TensorFlow runtime: the image is the same artifact the local (CPU) profile runs,
-built once with its dependencies locked, so a TPU run trains with exactly the code and versions
-that were tested; the VM only needs Docker. ``control.check_runtime_version`` rejects runtimes
+packages on a TensorFlow runtime: the image (``train-tpu``) is the CPU trainer image with
+TensorFlow swapped for ``tensorflow-tpu`` of the same version, built with its dependencies locked,
+so a TPU run trains with the code and versions the local profile tested; the VM only needs Docker. ``control.check_runtime_version`` rejects runtimes
 that bring their own framework.
 
 Every value that comes from a pipeline parameter (image, node name, URIs, config) is written with
