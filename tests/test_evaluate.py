@@ -16,8 +16,9 @@ from components import storage
 from components.errors import BadInput
 from components import tfrecord
 from components.evaluate import core
-from components.evaluate.finetune import macro_f1
+from components.evaluate.metrics import macro_f1
 from components.tokenizer import files as tokenizer_files
+from tiny_bert import make_tiny_bert
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENTENCES = os.path.join(REPO, "tests", "data", "ja_sentences.txt")
@@ -27,21 +28,8 @@ SEQ, PREDS = 24, 4
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A small random BertForPreTraining with a character BertJapaneseTokenizer."""
-    import torch
-    from collections import Counter
-    from transformers import BertConfig, BertForPreTraining
-
-    root = str(tmp_path_factory.mktemp("model"))
     with open(SENTENCES, encoding="utf-8") as f:
-        counts = Counter(c for line in f for c in line if not c.isspace())
-    tokens = tokenizer_files.reserved_tokens() + [c for c, _ in counts.most_common(400)]
-    tokenizer_files.write_tokenizer_dir(root, tokens, subword_tokenizer_type="character")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokens), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, hidden_act="gelu_new",
-                        architectures=["BertForPreTraining"], tokenizer_class="BertJapaneseTokenizer")
-    BertForPreTraining(config).save_pretrained(root)
-    return root
+        return make_tiny_bert(str(tmp_path_factory.mktemp("model")), f.readlines())
 
 
 def _examples(vocab_size: int, count: int, seed: int = 0) -> list[dict]:
