@@ -30,8 +30,20 @@ def data_root(uri: str, path: str) -> str:
 
 
 def resolve(uri: str, path: str, name: str) -> str:
-    """The URI of file ``name`` (relative, ``/``-separated) of an artifact."""
+    """The URI of file ``name`` (relative, ``/``-separated) of an artifact; a gs:// name
+    (data the artifact points at outside itself, e.g. a training dir) is returned as is."""
+    if storage.is_gcs(name):
+        return name
     return storage.join(data_root(uri, path), *name.split("/"))
+
+
+def reference(root: str, uri: str) -> str:
+    """How a manifest names ``uri``: relative when under the artifact's data ``root``, else
+    the URI itself (only gs://: every pod sees it the same way)."""
+    under = uri.startswith(root.rstrip("/") + "/")
+    if not under and not storage.is_gcs(uri):
+        raise ValueError(f"{uri} is neither under {root} nor a gs:// URI")
+    return relative_names(root, [uri])[0] if under else uri
 
 
 def write_manifest(path: str, manifest: dict) -> dict:

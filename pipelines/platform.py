@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from kfp import kubernetes
 
+from components import run_identity
 from pipelines.profiles import Platform
 
 RUN_AS_USER = 10001  # the USER of every image under images/
 
 
-def apply(task, platform: Platform, step_class: str, *, uses_secrets: bool = False):
+def apply(task, platform: Platform, step_class: str, *, uses_secrets: bool = False, run_id_env: bool = False):
     """Resources, timeout, node selector, tolerations (and secrets as env where asked).
 
     On a cluster every step runs as the images' non-root user (10001); KFP offers no
     read-only root filesystem for step pods, so that is set only on the chart's Job.
+    ``run_id_env``: the pod's ``pipeline/runid`` label as ``BERTJA_RUN_ID`` (the run id without
+    a run-scoped input, which would defeat the cache; see ``components.run_identity``).
     """
     if platform.resources:  # a cluster profile
         kubernetes.set_security_context(task, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, run_as_non_root=True)
+        if run_id_env:
+            kubernetes.use_field_path_as_env(task, env_name=run_identity.RUN_ID_ENV,
+                                             field_path=run_identity.KFP_RUN_ID_FIELD_PATH)
     res = platform.resources.get(step_class)
     if res:
         task.set_cpu_request(res.cpu).set_cpu_limit(res.cpu)

@@ -28,6 +28,7 @@ from components.publish.component import publish_model
 from components.tokenizer.component import alphabet, variant_tokenizer, wordpiece_tokenizer
 from components.tpu.component import release_compute
 from components.train.component import train_model
+from components.train.stages import training_root
 from pipelines import platform as k8s
 from pipelines.check_component import check_parameters, variant_selected
 from pipelines.parameters import VARIANTS, PipelineParameters
@@ -35,11 +36,15 @@ from pipelines.profiles import Profile
 
 PIPELINE_NAME = "bert-japanese-pretraining"
 D = PipelineParameters()
-RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+RUN_ID = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # only the never-cached exit task takes it
+# A lost controller pod (OOM, a crash, a failed TPU API call) retries; the retried task
+# resumes in the same content-named training dir (components/train/stages.py).
+TRAIN_RETRY = dict(num_retries=3, backoff_duration="120s", backoff_factor=2.0, backoff_max_duration="3600s")
 
 
 def build(profile: Profile):
     plat = profile.platform
+    train_root = training_root(profile.pipeline_root)  # '' unless gs://
 
     def on(task, step_class: str = "data", **kw):
         return k8s.apply(task, plat, step_class, **kw)
@@ -91,11 +96,13 @@ def build(profile: Profile):
             stage1_max_predictions=stage1_max_predictions, stage2_max_seq_length=stage2_max_seq_length,
             stage2_max_predictions=stage2_max_predictions,
             stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
-            run_id=RUN_ID, trainer_image=image("train-tpu"), gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
+            training_root=train_root, trainer_image=image("train-tpu"), gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
             tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
             tpu_network=tpu_network, tpu_subnetwork=tpu_subnetwork, tpu_service_account=tpu_service_account,
             tpu_price_per_hour=tpu_price_per_hour),
-            "train")
+            "train", run_id_env=True)
+        if plat.resources:  # a cluster; under kfp.local a failure should end the run at once
+            trained.set_retry(**TRAIN_RETRY)
         converted = on(convert_model(trained=trained.outputs["model"], tokenizer=tokenizer.outputs["tokenizer"]),
                        "convert")
         evaluated = on(evaluate_model(hf_model=converted.outputs["hf_model"],
@@ -154,7 +161,7 @@ def build(profile: Profile):
         release_uri: str = D.release_uri,
     ):
         release = on(release_compute(backend=training_backend, run_id=RUN_ID, variants=variants,
-                                     gcp_project=gcp_project, gcp_zone=gcp_zone), "control")
+                                     gcp_project=gcp_project, gcp_zone=gcp_zone), "control", run_id_env=True)
         release.set_caching_options(False)  # releasing compute is never "already done"
         with dsl.ExitHandler(release, name="release-training-compute"):
             # 1. Concrete sources (never cached): the cache key of everything below.

@@ -185,3 +185,54 @@ def test_first_step_rejects_what_a_ui_user_can_type():
     with pytest.raises(BadInput, match="gcp_project"):
         parameters.validate(values)
     parameters.validate(values, for_run=False)  # compiling leaves it to the run form
+
+
+# Placeholders a backend resolves per run (or per task execution): a cached task taking one is never a hit.
+RUN_SCOPED = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}",
+              "{{$.pipeline_task_uuid}}", "{{$.pipeline_job_create_time_utc}}", "{{$.pipeline_job_schedule_time_utc}}")
+
+
+@pytest.mark.parametrize("profile", list(profiles.PROFILES))
+def test_no_cached_task_takes_a_run_scoped_placeholder(tmp_path, profile):
+    spec, _ = compile_to(tmp_path, profile)
+    text = (tmp_path / f"{profile}.yaml").read_text()
+    assert "{{$.pipeline_job_uuid}}" in text  # the exit task still takes it: the check below sees real IR
+    takers = []
+    for _owner, name, task in all_tasks(spec):
+        for key, param in task.inputs.parameters.items():
+            value = json_format.MessageToJson(param.runtime_value.constant) if param.HasField("runtime_value") else ""
+            if any(p in value for p in RUN_SCOPED):
+                takers.append(name)
+                # only a component task with caching off may take one; a sub-DAG would hand it on
+                assert not spec.components[task.component_ref.name].HasField("dag"), (name, key)
+                assert not task.caching_options.enable_cache, (name, key, value)
+    assert takers == ["release-compute"]
+
+
+@pytest.mark.parametrize("profile", ["kind", "gcp"])
+def test_cluster_tasks_read_the_run_id_from_the_pod_label_and_training_retries(tmp_path, profile):
+    from components import run_identity
+
+    spec, platform = compile_to(tmp_path, profile)
+    cfgs = k8s_configs(platform)
+    for component in ("comp-train-model", "comp-release-compute"):
+        (env,) = cfgs[spec.components[component].executor_label].field_path_as_env
+        assert (env.name, env.field_path) == ("BERTJA_RUN_ID", "metadata.labels['pipeline/runid']")
+        assert env.field_path == run_identity.KFP_RUN_ID_FIELD_PATH
+    trains = [t for _o, n, t in all_tasks(spec) if n == "train-model"]
+    for train in trains:
+        policy = train.retry_policy
+        assert policy.max_retry_count == 3 and policy.backoff_duration.seconds == 120
+        assert policy.backoff_factor == 2.0 and policy.backoff_max_duration.seconds == 3600
+        root = train.inputs.parameters["training_root"].runtime_value.constant.string_value
+        assert root == ("gs://bertja-test/root/bertja-training" if profile == "gcp" else "")  # kind: MinIO root
+    # Only training retries: a data step failing is a bug to read, not to repeat.
+    assert all(not t.HasField("retry_policy") for _o, n, t in all_tasks(spec) if n != "train-model")
+
+
+def test_local_runs_fail_fast_and_train_inside_the_task_output(tmp_path):
+    spec, _ = compile_to(tmp_path, "local")
+    for _o, name, task in all_tasks(spec):
+        assert not task.HasField("retry_policy"), name
+        if name == "train-model":
+            assert task.inputs.parameters["training_root"].runtime_value.constant.string_value == ""

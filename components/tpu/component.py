@@ -11,16 +11,15 @@ from components.images import image
 def release_compute(backend: str, run_id: str, variants: List[str], gcp_project: str, gcp_zone: str):
     """Deletes every TPU VM this run may have created (idempotent; a failure is loud).
 
-    Node names are derived from the run id, not read from the train task: an exit
-    task may not depend on tasks inside its exit handler, and it must work even
-    when the train task never reported anything.
+    Node names are derived from the run id, not read from the train task: an exit task may
+    not depend on tasks inside its exit handler, and it must work even when the train task
+    never reported anything. Never cached, so it may take ``{{$.pipeline_job_uuid}}``; the
+    backend's own run id wins where there is one, as in the train task.
     """
     if backend != "tpu":
         print(f"training_backend={backend!r}: no cloud compute to release")
         return
-    from components.tpu.control import tpu_node_name
-    from components.tpu.orchestrate import release_tpu
+    from components.tpu.orchestrate import release_run
 
-    for variant in variants:
-        node = tpu_node_name(run_id, variant)
-        print(release_tpu(project=gcp_project, zone=gcp_zone, node_name=node))
+    for released in release_run(project=gcp_project, zone=gcp_zone, run_id=run_id, variants=variants):
+        print(released)

@@ -398,3 +398,18 @@ def release_tpu(*, project: str, zone: str, node_name: str, api_endpoint: str | 
     log(f"released {result['node']}: node deleted={result['node_deleted']}, "
         f"queued resource deleted={result['queued_resource_deleted']}")
     return result
+
+def release_run(*, project: str, zone: str, run_id: str, variants: list[str], api_endpoint: str | None = None,
+                timeout_s: float = 900.0) -> list[dict]:
+    """The exit task: deletes the TPU VM of every variant of a run, named as the train task names them.
+
+    The backend's run id (``components.run_identity``, what the train task uses) wins over
+    ``run_id`` (the exit task's ``{{$.pipeline_job_uuid}}`` input; the same value on KFP).
+    """
+    from components.run_identity import current_run_id
+
+    run = current_run_id(default=run_id)
+    if not run:
+        raise BadInput("run_id: empty and the backend gives none; cannot name this run's TPU VMs")
+    return [release_tpu(project=project, zone=zone, node_name=tpu_node_name(run, v), api_endpoint=api_endpoint,
+                        timeout_s=timeout_s) for v in variants]

@@ -1,11 +1,34 @@
 """The recipe's two training stages (CC-100, then Wikipedia from stage 1's weights),
 on this machine's CPU or on a Cloud TPU VM. The pipeline's train step calls this.
+
+Training survives its controller: the training directory is named by the content of the
+inputs (data shard identities, tokenizer files, variant, model size, the size profile, stage
+shapes and steps) under a root beside the pipeline root, not by the task's output URI, which
+is new for every execution. A re-submitted run, a retried task or the next scheduled run with
+the same inputs finds the same directory, and the trainer resumes from its latest checkpoint.
+A lease object in that directory keeps two runs from training it at once.
 """
 
 from __future__ import annotations
 
-from components import storage
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+
+from components import run_identity, storage
 from components.errors import BadInput
+
+TRAINING_DIR_VERSION = 1  # part of the key: bump when what a training dir holds changes meaning
+TRAINING_ROOT_NAME = "bertja-training"  # under a gs:// pipeline root
+INPUTS_FILE = "inputs.json"  # the identity a training dir was named from, for people
+LEASE_FILE = "lease.json"
+DEFAULT_LEASE_TTL_S = 600.0  # a lease not renewed for this long belongs to a dead controller
 
 
 def stage_plan(*, config: str, stage1_data: list[str], stage2_data: list[str], model_root: str,
@@ -68,3 +91,166 @@ def train_stages(plan: list[dict], *, tokenizer_dir: str, backend: str = "cpu", 
         result = train_on_tpu(stages=plan, tokenizer_dir=tokenizer_dir, **tpu)
         return {"backend": "tpu", **result, "model_dir": plan[-1]["model_dir"]}
     raise BadInput(f"training_backend={backend!r}: expected 'cpu' or 'tpu'")
+
+
+# ---------------------------------------------------------------------------
+# Where training lives: named by the content of its inputs
+# ---------------------------------------------------------------------------
+
+def training_root(pipeline_root: str | None) -> str:
+    """The root of content-named training dirs for a compiled pipeline root ('' = none).
+
+    Only a gs:// root: MinIO (kind) is written only through the KFP launcher, and kfp.local's
+    root is chosen per run; there training stays inside the task's output artifact.
+    """
+    root = (pipeline_root or "").rstrip("/")
+    return storage.join(root, TRAINING_ROOT_NAME) if storage.is_gcs(root) else ""
+
+
+def file_identity(uri: str) -> dict:
+    """``{"size", "md5"}`` of a file: GCS object metadata (nothing read), else a streamed md5."""
+    st = storage.stat(uri)
+    md5 = st.get("md5")
+    if not md5:
+        digest = hashlib.md5(usedforsecurity=False)
+        with storage.open_read(uri, decompress=False) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        md5 = digest.hexdigest()
+    return {"size": int(st["size"]), "md5": md5}
+
+
+def _shard_identities(shards: list[dict], what: str) -> list[dict]:
+    """Shards (``{"shard", "files": {name: uri}}``) -> identities, sorted: order carries no meaning."""
+    out = []
+    for i, sh in enumerate(shards):
+        files = sh.get("files") or {}
+        if not files:
+            raise BadInput(f"{what}[{i}] (shard {sh.get('shard')!r}): lists no files")
+        out.append({"shard": str(sh.get("shard") or ""),
+                    "files": [{"name": name, **file_identity(uri)} for name, uri in sorted(files.items())]})
+    return sorted(out, key=lambda e: (e["shard"], json.dumps(e["files"], sort_keys=True)))
+
+
+def training_identity(*, variant: str, model_size: str, stage1_shards: list[dict], stage2_shards: list[dict],
+                      tokenizer_dir: str, shapes: tuple[tuple[int, int], tuple[int, int]],
+                      train_steps: tuple[int, int]) -> dict:
+    """Everything a training run's result depends on, as data (no URIs: they change per execution)."""
+    from components.train import configs
+
+    prefix = tokenizer_dir.rstrip("/") + "/"
+    tokenizer = [{"name": uri[len(prefix):], **file_identity(uri)} for uri in sorted(storage.list_files(tokenizer_dir))]
+    if not tokenizer:
+        raise BadInput(f"tokenizer {tokenizer_dir}: holds no files")
+    stages = []
+    for number, shards, (seq, preds), steps in zip((1, 2), (stage1_shards, stage2_shards), shapes, train_steps):
+        stages.append({"stage": number, "max_seq_length": int(seq), "max_predictions": int(preds),
+                       "train_steps": int(steps or 0), "data": _shard_identities(shards, f"stage{number}_examples")})
+    return {"version": TRAINING_DIR_VERSION, "variant": variant, "model_size": model_size,
+            "profile": dataclasses.asdict(configs.profile(model_size)), "tokenizer": tokenizer, "stages": stages}
+
+
+def training_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def training_dir(root: str, identity: dict) -> str:
+    """``{root}/{model_size}-{variant}-{key}``: readable, and equal exactly when the inputs are."""
+    return storage.join(root, f"{identity['model_size']}-{identity['variant']}-{training_key(identity)}")
+
+
+class TrainingDirBusy(RuntimeError):
+    """Another run trains the same directory now (same inputs); training it twice corrupts it."""
+
+
+class DirLease:
+    """Who trains a training dir now: ``{dir}/lease.json``, renewed while training, removed after.
+
+    A run that finds a lease of another owner renewed less than ``ttl_s`` ago stops with
+    ``TrainingDirBusy``; a lease left by a killed controller expires after ``ttl_s``. Best effort
+    (read, then write: two starts within the same moment can both proceed).
+    """
+
+    def __init__(self, directory: str, owner: str, *, ttl_s: float = DEFAULT_LEASE_TTL_S):
+        self.uri = storage.join(directory, LEASE_FILE)
+        self.owner, self.ttl_s = owner, float(ttl_s)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _write(self) -> None:
+        storage.write_text(self.uri, json.dumps({"owner": self.owner, "host": socket.gethostname(),
+                                                 "renewed": time.time(), "ttl_s": self.ttl_s}) + "\n")
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                self._write()
+            except Exception as e:  # a missed renewal only shortens the lease
+                print(f"lease {self.uri}: renewal failed: {e}", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> DirLease:
+        held = storage.read_json_object(self.uri) if storage.exists(self.uri) else None
+        if held and held.get("owner") != self.owner:
+            age = time.time() - float(held.get("renewed") or 0)
+            if age < self.ttl_s:
+                raise TrainingDirBusy(
+                    f"{self.uri}: run {held.get('owner')!r} (host {held.get('host')}) trains this directory "
+                    f"(lease renewed {age:.0f}s ago); it has the same inputs, so its result is this run's. "
+                    f"Re-run after it finished, or after {self.ttl_s - age:.0f}s if it was killed")
+        self._write()
+        self._thread = threading.Thread(target=self._renew, name="training-dir-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            if storage.exists(self.uri) and storage.read_json_object(self.uri).get("owner") == self.owner:
+                storage.remove(self.uri)
+        except Exception as e:  # the lease expires anyway
+            print(f"lease {self.uri}: not removed: {e}", file=sys.stderr, flush=True)
+        return False
+
+
+def _with_run(tpu: dict, variant: str, run_id: str) -> dict:
+    """TPU settings + the node name and labels of this run (the exit task derives the same name)."""
+    from components.tpu.control import tpu_node_name
+
+    labels = {**(tpu.get("labels") or {}), "bertja-run": run_id[-63:].lower(), "bertja-variant": variant}
+    return {**tpu, "node_name": tpu_node_name(run_id, variant), "labels": labels}
+
+
+def train_variant(*, variant: str, model_size: str, stage1_shards: list[dict], stage2_shards: list[dict],
+                  tokenizer_dir: str, backend: str, training_root: str, fallback_root: str,
+                  shapes: tuple[tuple[int, int], tuple[int, int]], train_steps: tuple[int, int] = (0, 0),
+                  tpu: dict | None = None, lease_ttl_s: float = DEFAULT_LEASE_TTL_S) -> dict:
+    """The pipeline's train step: both stages in the content-named dir, resuming what is there.
+
+    ``stage*_shards``: per shard ``{"shard": name, "files": {manifest name: uri}}``. ``training_root``
+    '' trains under ``fallback_root`` (the task's own output). ``tpu``: TPU settings without node
+    name and labels, which come from the backend's run id (``components.run_identity``).
+    Returns ``train_stages``' result plus ``training_dir``, ``training_key``, ``plan``, ``run_id``.
+    """
+    identity = training_identity(variant=variant, model_size=model_size, stage1_shards=stage1_shards,
+                                 stage2_shards=stage2_shards, tokenizer_dir=tokenizer_dir, shapes=shapes,
+                                 train_steps=train_steps)
+    root = training_dir(training_root, identity) if training_root else fallback_root
+    plan = stage_plan(config=model_size, model_root=root, train_steps=train_steps, shapes=shapes,
+                      stage1_data=[u for sh in stage1_shards for _, u in sorted(sh["files"].items())],
+                      stage2_data=[u for sh in stage2_shards for _, u in sorted(sh["files"].items())])
+    found = run_identity.find_run_id()
+    run_id = found[0] if found else None
+    if backend == "tpu" and tpu is not None:
+        if run_id is None:  # kfp.local: nothing names the run; this name is new per execution
+            run_id = f"local-{uuid.uuid4().hex[:12]}"
+        print(f"run id {run_id} ({found[1] if found else 'no backend source: a new id'})", file=sys.stderr)
+        tpu = _with_run(tpu, variant, run_id)
+    storage.write_text(storage.join(root, INPUTS_FILE), json.dumps(identity, indent=2, sort_keys=True) + "\n")
+    print(f"training dir {root} (key {training_key(identity)})", file=sys.stderr, flush=True)
+    owner = run_id or f"{socket.gethostname()}:{os.getpid()}"
+    with DirLease(root, owner, ttl_s=lease_ttl_s):
+        result = train_stages(plan, tokenizer_dir=tokenizer_dir, backend=backend, tpu=tpu)
+    return {**result, "training_dir": root, "training_key": training_key(identity), "plan": plan,
+            "run_id": run_id}
