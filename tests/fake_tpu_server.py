@@ -1,7 +1,7 @@
 """A local HTTP server that speaks the Cloud TPU v2 REST protocol, with VMs that do something.
 
 It serves what ``google-cloud-tpu``'s REST transport calls: nodes (create -> long-running
-operation, get, delete), queued resources (create, get, delete with ``force``) and operation
+operation, get, list, delete), queued resources (create, get, list, delete with ``force``) and operation
 polling, with the real JSON shapes and error bodies (404 NOT_FOUND on a gone node, 409
 ALREADY_EXISTS). Tests can inject 429/503 answers (``fail_next``) and preempt a node
 (``preempt``, or ``POST /fake/preempt/<node path>`` from inside a VM).
@@ -141,6 +141,14 @@ class FakeTpuServer:
             if qr and qr in self.queued:
                 self.queued[qr]["state"] = {"state": "SUSPENDED"}
 
+    def backdate(self, path: str, seconds: float) -> None:
+        """Makes a node or queued resource look created ``seconds`` earlier (janitor minimum age)."""
+        with self._lock:
+            item = self.nodes.get(path) or self.queued.get(path)
+            when = datetime.datetime.fromisoformat(item["createTime"].replace("Z", "+00:00"))
+            when -= datetime.timedelta(seconds=seconds)
+            item["createTime"] = when.isoformat().replace("+00:00", "Z")
+
     def node_state(self, node_path: str) -> str | None:
         with self._lock:
             node = self.nodes.get(node_path)
@@ -256,6 +264,8 @@ class FakeTpuServer:
                 return create(project, zone, query[id_param][0], body)
             if method == "GET" and rid:
                 return self._get(store, full)
+            if method == "GET" and kind != "operations":
+                return self._list(store, kind, full, query)
             if method == "DELETE" and rid:
                 return delete()
             return self._unsupported(method, path)
@@ -265,6 +275,17 @@ class FakeTpuServer:
         if full not in store:
             raise _ApiError(404, f"Resource '{full}' was not found")
         return store[full]
+
+    @staticmethod
+    def _list(store: dict, kind: str, parent: str, query: dict) -> dict:
+        """A list page as the API serves it: ``pageSize`` items, then ``nextPageToken``."""
+        items = [v for k, v in sorted(store.items()) if k.startswith(parent + "/")]
+        start = int(query.get("pageToken", ["0"])[0] or 0)
+        size = int(query.get("pageSize", ["0"])[0] or 0) or len(items) or 1
+        page = {kind: items[start:start + size]}
+        if start + size < len(items):
+            page["nextPageToken"] = str(start + size)
+        return page
 
     @staticmethod
     def _unsupported(method: str, path: str):

@@ -1,4 +1,4 @@
-"""``bertja tpu create|status|delete|train|name``: Cloud TPU VMs by hand or from a script.
+"""``bertja tpu create|status|delete|train|name|gc``: Cloud TPU VMs by hand or from a script.
 
 Every subcommand prints one JSON object on stdout; progress goes to stderr.
 ``status`` exits 1 when the node does not exist; ``delete`` of a node that is gone succeeds.
@@ -10,7 +10,7 @@ import argparse
 import json
 
 from components.errors import BadInput
-from components.tpu import control, orchestrate
+from components.tpu import control, janitor, orchestrate
 
 
 def _add_target(p: argparse.ArgumentParser, name_required: bool = True) -> None:
@@ -99,7 +99,25 @@ def main(argv: list[str], prog: str = "bertja tpu") -> int:
     p.add_argument("--run-id", required=True)
     p.add_argument("--suffix", default="")
 
+    p = sub.add_parser("gc", help="delete TPU VMs and queued resources whose KFP run has finished or is gone")
+    _add_target(p, name_required=False)
+    p.add_argument("--kfp-endpoint", required=True, help="KFP API, e.g. http://ml-pipeline.kubeflow:8888")
+    p.add_argument("--multi-user", action="store_true",
+                   help="multi-user KFP: send the pod's projected service-account token")
+    p.add_argument("--min-age", type=float, default=janitor.DEFAULT_MIN_AGE_S,
+                   help="seconds; younger resources are kept (their run may be starting)")
+    p.add_argument("--dry-run", action="store_true", help="decide and log, delete nothing")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between checks while deleting")
+
     args = parser.parse_args(argv)
+    if args.action == "gc":
+        if args.name:
+            raise BadInput("gc: --name is not used (gc looks at every labelled node in the zone)")
+        summary = janitor.collect(project=args.project, zone=args.zone, kfp_endpoint=args.kfp_endpoint,
+                                  dry_run=args.dry_run, min_age_s=args.min_age, multi_user=args.multi_user,
+                                  api_endpoint=args.api_endpoint, poll_s=args.poll)
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 1 if summary["errors"] else 0
     if args.action == "name":
         out = {"node_name": control.tpu_node_name(args.run_id, args.suffix)}
     elif args.action == "train":
