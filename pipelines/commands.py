@@ -5,7 +5,7 @@ run --local: the whole DAG under ``kfp.local`` (SubprocessRunner, caching on),
   ending with where the Hugging Face model is and a fill-mask answer from it.
 submit / schedule: thin conveniences over ``kfp.Client`` (the same as
   ``kfp run create`` / ``kfp recurring-run create``); schedule replaces a recurring
-  run of the same name, so re-applying it (a Helm upgrade) is idempotent.
+  run of the same name, never its runs, so re-applying it (a Helm upgrade) is idempotent.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import builtins
 import dataclasses
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -143,10 +144,48 @@ def fill_mask(model_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> li
 # KFP API (submit, schedule)
 # ---------------------------------------------------------------------------
 
-def _client(endpoint: str, namespace: str | None = None):
-    import kfp
+MULTI_USER_ENV = "BERTJA_KFP_MULTI_USER"
+# The first KFP backend release whose DeleteRecurringRun honours ``propagation_policy``
+# (kubeflow/pipelines#12574); older ones ignore the query parameter and cascade.
+ORPHAN_DELETE_SINCE = (2, 16)
 
-    return kfp.Client(host=endpoint, namespace=namespace)
+
+def _client(endpoint: str, namespace: str | None = None, multi_user: bool = False):
+    """``kfp.Client``; multi-user KFP gets the pod's projected service-account token.
+
+    The token (audience ``pipelines.kubeflow.org``) is read from ``$KF_PIPELINES_SA_TOKEN_PATH`` or
+    KFP's default path on every request, so the kubelet's rotation is picked up.
+    """
+    import kfp
+    from kfp import client as kfp_client
+
+    credentials = None
+    if multi_user:
+        path = os.environ.get(kfp_client.KF_PIPELINES_SA_TOKEN_ENV) or kfp_client.KF_PIPELINES_SA_TOKEN_PATH
+        if not os.path.isfile(path):
+            raise BadInput(f"--multi-user: no service-account token at {path} (project one with audience "
+                           f"pipelines.kubeflow.org there, or set {kfp_client.KF_PIPELINES_SA_TOKEN_ENV})")
+        credentials = kfp_client.ServiceAccountTokenVolumeCredentials(path)
+    return kfp.Client(host=endpoint, namespace=namespace, credentials=credentials)
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value not in ("", "0", "false", "no", "1", "true", "yes"):
+        raise BadInput(f"${name}={value!r}: expected true or false")
+    return value in ("1", "true", "yes")
+
+
+def backend_release(client) -> tuple[int, int] | None:
+    """The KFP backend's (major, minor) from healthz ``tag_name``; None when it does not say
+    (a custom build reports ``unknown``). kfp-server-api's healthz model drops ``tag_name``."""
+    response = client._healthz_api.healthz_service_get_healthz(_preload_content=False)
+    try:
+        tag = json.loads(response.data or b"{}").get("tag_name") or ""
+    except ValueError:
+        return None
+    m = re.match(r"^v?(\d+)\.(\d+)", tag)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _package(args) -> tuple[str, dict]:
@@ -176,37 +215,69 @@ def check_cron(cron: str) -> str:
 
 def submit(args) -> dict:
     package, arguments = _package(args)
-    client = _client(args.endpoint, args.namespace)
+    client = _client(args.endpoint, args.namespace, args.multi_user)
     run = client.create_run_from_pipeline_package(
         package, arguments=arguments, run_name=args.run_name or f"bert-japanese-{time.strftime('%Y%m%d-%H%M%S')}",
         experiment_name=args.experiment, enable_caching=True, service_account=args.service_account)
     return {"run_id": run.run_id, "experiment": args.experiment}
 
 
-def schedule(args) -> dict:
-    check_cron(args.cron)
-    package, arguments = _package(args)
-    client = _client(args.endpoint, args.namespace)
-    experiment = client.create_experiment(args.experiment, namespace=args.namespace)
-    experiment_id = experiment.experiment_id
-    # Create the new schedule first, then remove older ones of the same name: a failed create
-    # leaves the running schedule in place.
-    rr = client.create_recurring_run(
-        experiment_id=experiment_id, job_name=args.name, cron_expression=args.cron,
-        max_concurrency=args.max_concurrency, params=arguments, pipeline_package_path=package,
-        enable_caching=True, no_catchup=True, service_account=args.service_account)
-    older, token = [], ""
+def _recurring_runs(client, experiment_id: str, name: str) -> list:
+    found, token = [], ""
     while True:
         page = client.list_recurring_runs(experiment_id=experiment_id, page_size=100, page_token=token)
-        older += [r.recurring_run_id for r in page.recurring_runs or []
-                  if r.display_name == args.name and r.recurring_run_id != rr.recurring_run_id]
+        found += [r for r in page.recurring_runs or [] if r.display_name == name]
         token = page.next_page_token
         if not token:
-            break
-    for rid in older:
-        client.delete_recurring_run(rid)
-    replaced = older
-    return {"recurring_run_id": rr.recurring_run_id, "name": args.name, "cron": args.cron, "replaced": replaced}
+            return found
+
+
+def schedule(args) -> dict:
+    """Creates the recurring run and retires older ones of the same name without touching their runs.
+
+    KFP has no update for recurring runs, and deleting one deletes its ScheduledWorkflow, whose
+    Workflows (running ones too: their exit handler never runs) Kubernetes then garbage-collects.
+    So: older schedules are disabled first (old and new never both start a run; a failed create
+    enables them again), then deleted with ``propagation_policy=ORPHAN``, which backends >= 2.16
+    honour. An older (or unnamed) backend would ignore it and cascade: there they stay disabled,
+    and are reported, for deletion by hand once their runs are done.
+    """
+    check_cron(args.cron)
+    package, arguments = _package(args)
+    client = _client(args.endpoint, args.namespace, args.multi_user)
+    release = backend_release(client)
+    experiment_id = client.create_experiment(args.experiment, namespace=args.namespace).experiment_id
+    older = _recurring_runs(client, experiment_id, args.name)
+    disabled = []
+    try:
+        for r in older:
+            if r.status != "DISABLED":
+                client.disable_recurring_run(r.recurring_run_id)
+                disabled.append(r.recurring_run_id)
+        rr = client.create_recurring_run(
+            experiment_id=experiment_id, job_name=args.name, cron_expression=args.cron,
+            max_concurrency=args.max_concurrency, params=arguments, pipeline_package_path=package,
+            enable_caching=True, no_catchup=True, service_account=args.service_account)
+    except Exception:
+        for rid in disabled:
+            client.enable_recurring_run(rid)
+        raise
+    replaced, kept = [], []
+    for r in older:
+        if release is not None and release >= ORPHAN_DELETE_SINCE:
+            # kfp.Client.delete_recurring_run has no propagation policy; its generated API does.
+            client._recurring_run_api.recurring_run_service_delete_recurring_run(
+                r.recurring_run_id, propagation_policy="ORPHAN")
+            replaced.append(r.recurring_run_id)
+        else:
+            kept.append(r.recurring_run_id)
+    if kept:
+        version = ".".join(map(str, release)) if release else "unknown"
+        print(f"{args.name}: older recurring run(s) {', '.join(kept)} disabled, not deleted: the KFP backend "
+              f"(release {version}) may not honour propagation_policy=ORPHAN (2.16+), and deleting would "
+              "delete their runs; delete them by hand when those runs are done", file=sys.stderr)
+    return {"recurring_run_id": rr.recurring_run_id, "name": args.name, "cron": args.cron,
+            "replaced": replaced, "disabled_not_deleted": kept}
 
 
 # ---------------------------------------------------------------------------
@@ -222,6 +293,9 @@ def _add_pipeline_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", help="KFP namespace (multi-user installs)")
     p.add_argument("--experiment", required=True)
     p.add_argument("--service-account", help="Kubernetes service account the run's pods use (Workload Identity)")
+    p.add_argument("--multi-user", action="store_true", default=_env_flag(MULTI_USER_ENV),
+                   help="multi-user KFP: authenticate with the pod's projected service-account token "
+                        f"(${MULTI_USER_ENV}=true does the same)")
 
 
 def main(argv: list[str], prog: str, command: str) -> int:

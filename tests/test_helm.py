@@ -12,6 +12,7 @@ import helm_python as helm
 import kubernetes_validate.utils as kv
 import pytest
 import yaml
+from fake_kfp_api import FakeKfpApi
 
 from components import images
 
@@ -29,6 +30,13 @@ GOOD_VALUES = {
     "defaults": {},
     "kind": values_file("values-kind.yaml"),
     "gke": values_file("values-gke.yaml"),
+    "multi-user with RBAC, profile namespace and TPU janitor": {
+        "kfp": {"multiUser": True, "namespace": "team-a"},
+        "hookJob": {"podAnnotations": {"sidecar.istio.io/inject": "false"}},
+        "tpuJanitor": {"enabled": True, "project": "my-project", "zone": "us-central1-b", "dryRun": True,
+                       "kfpEndpoint": "http://ml-pipeline.kubeflow:8888", "minAgeSeconds": 7200,
+                       "podAnnotations": {"sidecar.istio.io/inject": "false"}},
+    },
     "multi-user, run on install, existing account": {
         "serviceAccount": {"create": False, "name": "team-runner"},
         "rbac": {"create": False},
@@ -62,9 +70,19 @@ def hook_job(values: dict) -> dict:
     return job
 
 
+def pod_template(workload: dict) -> dict:
+    """A Job's or a CronJob's pod template."""
+    spec = workload["spec"]
+    return spec["jobTemplate"]["spec"]["template"] if workload["kind"] == "CronJob" else spec["template"]
+
+
 def pod_containers(job: dict) -> list[dict]:
-    spec = job["spec"]["template"]["spec"]
+    spec = pod_template(job)["spec"]
     return spec.get("initContainers", []) + spec["containers"]
+
+
+def workloads(docs: list[dict]) -> list[dict]:
+    return by_kind(docs, "Job") + by_kind(docs, "CronJob")
 
 
 @pytest.mark.parametrize("name", GOOD_VALUES)
@@ -220,8 +238,8 @@ def test_run_on_install_submits_after_compiling_and_nothing_without_actions():
 
 @pytest.mark.parametrize("name", GOOD_VALUES)
 def test_pods_run_as_non_root_with_a_read_only_root_filesystem(name):
-    for job in by_kind(manifests(GOOD_VALUES[name]), "Job"):
-        spec = job["spec"]["template"]["spec"]
+    for job in workloads(manifests(GOOD_VALUES[name])):
+        spec = pod_template(job)["spec"]
         # Pod Security Standard "restricted": non-root, RuntimeDefault seccomp, only ephemeral volumes.
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] != 0
@@ -234,7 +252,7 @@ def test_pods_run_as_non_root_with_a_read_only_root_filesystem(name):
             assert context["readOnlyRootFilesystem"] is True
             assert context["allowPrivilegeEscalation"] is False
             assert context["capabilities"]["drop"] == ["ALL"]
-            assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/work"}
+            assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
 
 
 def test_rbac_is_namespaced_and_least_privilege():
@@ -251,6 +269,61 @@ def test_rbac_is_namespaced_and_least_privilege():
             assert rule["resourceNames"], "Secrets and ConfigMaps only by name"
 
 
+def test_multi_user_binds_the_pipelines_edit_role_and_projects_the_token_kfp_reads():
+    from kfp import client
+
+    values = GOOD_VALUES["multi-user with RBAC, profile namespace and TPU janitor"]
+    docs = manifests(values)
+    (account,) = by_kind(docs, "ServiceAccount")
+    (binding,) = [b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["kind"] == "ClusterRole"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "kubeflow-pipelines-edit"}
+    assert binding["metadata"]["namespace"] == "team-a", "the profile namespace, where KFP checks access"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}]
+    assert not by_kind(docs, "ClusterRoleBinding")
+    token_dir, token_file = client.KF_PIPELINES_SA_TOKEN_PATH.rsplit("/", 1)
+    for workload in workloads(docs):
+        spec = pod_template(workload)["spec"]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "kfp-token"]
+        (source,) = volume["projected"]["sources"]
+        assert source["serviceAccountToken"]["audience"] == "pipelines.kubeflow.org"
+        assert source["serviceAccountToken"]["path"] == token_file
+        for container in pod_containers(workload):
+            if container["name"] == "compile":
+                continue
+            assert {"name": "kfp-token", "mountPath": token_dir, "readOnly": True} in container["volumeMounts"]
+            assert "--multi-user" in container["args"], container["name"]
+    # Single-user: no token, no flag, no binding to Kubeflow's roles.
+    single = manifests({"tpuJanitor": {"enabled": True, "project": "my-project", "zone": "us-central1-b"}})
+    assert [b["roleRef"]["kind"] for b in by_kind(single, "RoleBinding")] == ["Role"]
+    for workload in workloads(single):
+        assert all(v["name"] != "kfp-token" for v in pod_template(workload)["spec"]["volumes"])
+        assert all("--multi-user" not in c["args"] for c in pod_containers(workload))
+
+
+def test_tpu_janitor_cronjob_runs_bertja_tpu_gc_in_the_tpu_image():
+    assert not by_kind(manifests({}), "CronJob"), "off by default (kind has no TPUs)"
+    docs = manifests(GOOD_VALUES["gke"])
+    (cron,) = by_kind(docs, "CronJob")
+    (account,) = by_kind(docs, "ServiceAccount")
+    assert cron["spec"]["schedule"] == "*/30 * * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = pod_template(cron)
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"], "Workload Identity for the TPU API"
+    (container,) = pod_containers(cron)
+    assert container["image"] == f"us-docker.pkg.dev/my-project/bertja/bertja-tpu-control:{images.version()}"
+    assert container["command"] == ["bertja"] and container["args"][:2] == ["tpu", "gc"]
+    opts = dict(zip(container["args"][2::2], container["args"][3::2]))
+    # Project and zone: the pipeline parameters the train task creates its VMs with.
+    assert opts == {"--project": "my-project", "--zone": "europe-west4-a",
+                    "--kfp-endpoint": "http://ml-pipeline.kubeflow.svc.cluster.local:8888", "--min-age": "3600"}
+    values = GOOD_VALUES["multi-user with RBAC, profile namespace and TPU janitor"]
+    (cron,) = by_kind(manifests(values), "CronJob")
+    (container,) = pod_containers(cron)
+    assert container["args"][2:] == ["--project", "my-project", "--zone", "us-central1-b", "--kfp-endpoint",
+                                     "http://ml-pipeline.kubeflow:8888", "--min-age", "7200", "--dry-run", "--multi-user"]
+    assert pod_template(cron)["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+
+
 SECRET_PATTERNS = re.compile(r"-----BEGIN|private_key|\"type\":\s*\"service_account\"|password|AKIA[0-9A-Z]{16}|ghp_[A-Za-z0-9]{20}", re.I)
 
 
@@ -261,7 +334,7 @@ def test_nothing_secret_is_rendered(name):
     assert not by_kind(docs, "Secret")
     for path, text in rendered.items():
         assert not SECRET_PATTERNS.search(text), path
-    for job in by_kind(docs, "Job"):
+    for job in workloads(docs):
         for container in pod_containers(job):
             assert all("value" not in e for e in container.get("env", [])), "env comes from the ConfigMap"
 
@@ -282,6 +355,10 @@ BAD_VALUES = {
     "bad Workload Identity account": ({"serviceAccount": {"gcpServiceAccount": "me@gmail.com"}}, "/serviceAccount/gcpServiceAccount"),
     "misspelt key": ({"schedul": {"cron": "0 0 3 1 * *"}}, "schedul"),
     "unknown pipeline parameter": ({"pipeline": {"parameters": {"wikipedia_dump": "latest"}}}, "wikipedia_dump"),
+    "janitor cron with KFP's six fields": ({"tpuJanitor": {"schedule": "0 */30 * * * *"}}, "/tpuJanitor/schedule"),
+    "janitor zone that is no zone": ({"tpuJanitor": {"zone": "europe-west4"}}, "/tpuJanitor/zone"),
+    "janitor endpoint that is no URL": ({"tpuJanitor": {"kfpEndpoint": "ml-pipeline:8888"}}, "/tpuJanitor/kfpEndpoint"),
+    "janitor with a negative minimum age": ({"tpuJanitor": {"minAgeSeconds": -1}}, "/tpuJanitor/minAgeSeconds"),
 }
 
 
@@ -295,6 +372,14 @@ def test_bad_values_fail_with_a_message_naming_the_value(name):
     assert report["errors"] or [m for m in report["messages"] if m["severity"] == 3]
 
 
+@pytest.mark.parametrize("missing", ["project", "zone"])
+def test_an_enabled_janitor_needs_to_know_where_the_tpu_vms_are(missing):
+    janitor = {"enabled": True, "project": "my-project", "zone": "europe-west4-a"}
+    del janitor[missing]
+    with pytest.raises(helm.HelmRenderError, match=f"tpuJanitor.enabled needs tpuJanitor.{missing}"):
+        render({"tpuJanitor": janitor})
+
+
 def test_gcp_profile_with_a_non_gcs_root_fails_in_the_template():
     with pytest.raises(helm.HelmRenderError, match="gs:// pipeline root"):
         render({"pipeline": {"profile": "gcp", "root": "minio://mlpipeline/v2", "parameters": {"gcp_project": "p"}},
@@ -305,97 +390,45 @@ def test_gcp_profile_with_a_non_gcs_root_fails_in_the_template():
 # The hook's commands, run for real (bertja compile + schedule) against a KFP API stand-in.
 # ---------------------------------------------------------------------------
 
-class FakeKfpApi:
-    """The slice of the KFP v2beta1 REST API that `bertja schedule` uses, on 127.0.0.1."""
-
-    def __init__(self):
-        import itertools
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import parse_qs, urlparse
-
-        self.experiments: dict[str, dict] = {}
-        self.recurring_runs: dict[str, dict] = {}
-        ids = itertools.count(1)
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def reply(self, body: dict, status: int = 200):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def body(self) -> dict:
-                return json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-
-            def do_GET(self):
-                url = urlparse(self.path)
-                query = parse_qs(url.query)
-                if url.path == "/apis/v2beta1/healthz":
-                    return self.reply({"multi_user": False})
-                if url.path == "/apis/v2beta1/experiments":
-                    wanted = json.loads(query["filter"][0])["predicates"][0]["stringValue"]
-                    found = [e for e in api.experiments.values() if e["display_name"] == wanted]
-                    return self.reply({"experiments": found, "total_size": len(found)})
-                if url.path == "/apis/v2beta1/recurringruns":
-                    experiment = query.get("experiment_id", [None])[0]
-                    runs = [r for r in api.recurring_runs.values() if r["experiment_id"] == experiment]
-                    return self.reply({"recurringRuns": runs, "total_size": len(runs), "next_page_token": ""})
-                self.reply({"error": self.path}, 404)
-
-            def do_POST(self):
-                body = self.body()
-                if self.path == "/apis/v2beta1/experiments":
-                    body["experiment_id"] = f"exp-{next(ids)}"
-                    api.experiments[body["experiment_id"]] = body
-                    return self.reply(body)
-                if self.path == "/apis/v2beta1/recurringruns":
-                    body["recurring_run_id"] = f"rr-{next(ids)}"
-                    api.recurring_runs[body["recurring_run_id"]] = body
-                    return self.reply(body)
-                self.reply({"error": self.path}, 404)
-
-            def do_DELETE(self):
-                run_id = self.path.rsplit("/", 1)[-1]
-                if api.recurring_runs.pop(run_id, None) is None:
-                    return self.reply({"error": run_id}, 404)
-                self.reply({})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def kfp_api():
     api = FakeKfpApi()
     yield api
-    api.server.shutdown()
+    api.stop()
+
+
+def run_container(container: dict, work: Path, endpoints: dict[str, str], config_map: dict | None = None,
+                  extra_args: tuple = ()) -> subprocess.CompletedProcess:
+    """Runs one rendered container's `bertja` command here, as the pod would (no shell).
+
+    ``endpoints``: option -> local fake server URL. The projected KFP token is a file under
+    ``work`` (``work/kfp-token``), found through KF_PIPELINES_SA_TOKEN_PATH as at its mount path.
+    """
+    import os
+
+    env = dict(os.environ, HOME=str(work))
+    env.pop("KF_PIPELINES_SA_TOKEN_PATH", None)
+    for var in container.get("env", []):
+        env[var["name"]] = config_map["data"][var["valueFrom"]["configMapKeyRef"]["key"]]
+    for mount in container["volumeMounts"]:
+        if mount["name"] == "kfp-token":
+            env["KF_PIPELINES_SA_TOKEN_PATH"] = str(work / "kfp-token")
+    args = [a.replace("/work/", f"{work}/").replace("$$", "$") for a in container["args"]]
+    for option, url in endpoints.items():
+        if option in args:
+            args[args.index(option) + 1] = url
+    assert container["command"] == ["bertja"]
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args, *extra_args], env=env, capture_output=True,
+                          text=True, cwd=CHART.parent.parent, timeout=300)
 
 
 def run_hook(values: dict, kfp_api: FakeKfpApi, work: Path) -> None:
-    """Runs the rendered hook Job's containers in order, as the pod would (no shell)."""
-    import os
-
+    """Runs the rendered hook Job's containers in order."""
     docs = manifests(values)
     (config_map,) = by_kind(docs, "ConfigMap")
     (job,) = by_kind(docs, "Job")
     for container in pod_containers(job):
-        env = dict(os.environ, HOME=str(work))
-        for var in container.get("env", []):
-            env[var["name"]] = config_map["data"][var["valueFrom"]["configMapKeyRef"]["key"]]
-        args = [a.replace("/work/", f"{work}/").replace("$$", "$") for a in container["args"]]
-        if "--endpoint" in args:
-            args[args.index("--endpoint") + 1] = kfp_api.endpoint
-        result = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True,
-                                text=True, cwd=CHART.parent.parent, timeout=300)
+        result = run_container(container, work, {"--endpoint": kfp_api.endpoint}, config_map)
         assert result.returncode == 0, f"{container['name']}: {result.stderr[-3000:]}"
 
 
@@ -447,3 +480,54 @@ def test_hook_with_gke_values_compiles_for_gcs_and_tpu(kfp_api, tmp_path):
     assert spec["defaultPipelineRoot"] == "gs://my-bertja-bucket/bert-japanese/pipeline-root"
     used = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert {u.rsplit("/", 1)[0] for u in used} == {"us-docker.pkg.dev/my-project/bertja"}
+
+
+def test_multi_user_hook_authenticates_with_the_projected_token(tmp_path):
+    """Multi-user KFP refuses requests without the service account's identity; the hook sends it."""
+    token = "projected.sa.token"
+    (tmp_path / "kfp-token").write_text(token + "\n")
+    api = FakeKfpApi(multi_user=True, token=token)
+    try:
+        values = GOOD_VALUES["multi-user with RBAC, profile namespace and TPU janitor"]
+        run_hook(values, api, tmp_path)
+        run_hook(values, api, tmp_path)  # helm upgrade: replaced, not duplicated
+        (recurring,) = api.recurring_runs.values()
+        assert recurring["display_name"] == "bert-japanese-retrain"
+        assert {r["authorization"] for r in api.requests} == {f"Bearer {token}"}
+        assert api.calls("DELETE")[0]["query"] == {"propagation_policy": ["ORPHAN"]}
+    finally:
+        api.stop()
+
+
+def test_the_janitor_cronjob_command_runs_against_the_apis(tmp_path):
+    """The rendered CronJob's arguments, run as the pod would, against a fake TPU API and KFP API."""
+    import json
+    import uuid
+
+    from fake_tpu_server import FakeTpuServer
+
+    from components.tpu.control import NodeSpec, TpuControl
+
+    values = GOOD_VALUES["multi-user with RBAC, profile namespace and TPU janitor"]
+    (cron,) = by_kind(manifests(values), "CronJob")
+    (container,) = pod_containers(cron)
+    (tmp_path / "kfp-token").write_text("t0ken")
+    tpu = FakeTpuServer(create_s=0.05, delete_s=0.05).start()
+    api = FakeKfpApi(multi_user=True, token="t0ken")
+    try:
+        finished = str(uuid.uuid4())
+        api.add_run(finished, "SUCCEEDED")
+        TpuControl("my-project", "us-central1-b", api_endpoint=tpu.endpoint, poll_s=0.02).create_node(
+            "bertja-old", NodeSpec(labels={"bertja-run": finished, "bertja-variant": "character"}), timeout_s=30)
+        path = "projects/my-project/locations/us-central1-b/nodes/bertja-old"
+        tpu.backdate(path, 7201)
+        result = run_container(container, tmp_path, {"--kfp-endpoint": api.endpoint},
+                               extra_args=("--api-endpoint", tpu.endpoint, "--poll", "0.02"))
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["dry_run"] is True and [e["name"] for e in summary["would_delete"]] == ["bertja-old"]
+        assert "bertja-old" in result.stderr and "would delete (dry run)" in result.stderr
+        assert tpu.node_state(path) == "READY"
+    finally:
+        tpu.stop()
+        api.stop()

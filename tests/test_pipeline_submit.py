@@ -2,146 +2,159 @@
 
 The real `kfp.Client` talks to it, so what reaches a cluster is what is asserted:
 the compiled pipeline spec, the run's parameters, the 6-field cron, and the
-replacement (not duplication) of a recurring run of the same name.
+replacement (not duplication) of a recurring run of the same name, without deleting the
+runs it started, and the multi-user service-account token.
 """
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
-
 import pytest
+from fake_kfp_api import FakeKfpApi
 
 from components.errors import BadInput
 from pipelines.cli import main as bertja
 
 
-class FakeKfp:
-    def __init__(self):
-        self.experiments = {}
-        self.recurring = {}
-        self.runs = []
-        self.deleted = []
-        self.counter = 0
-        self.refuse_create = False
-
-    def next_id(self, prefix):
-        self.counter += 1
-        return f"{prefix}-{self.counter}"
-
-
-def make_handler(state: FakeKfp):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def reply(self, body, code=200):
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def body(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            return json.loads(self.rfile.read(n) or b"{}")
-
-        def do_GET(self):
-            url = urlparse(self.path)
-            q = parse_qs(url.query)
-            if url.path == "/apis/v2beta1/experiments":
-                flt = json.loads(q.get("filter", ["{}"])[0] or "{}")
-                wanted = [p.get("string_value") or p.get("stringValue") for p in flt.get("predicates", [])]
-                exps = [e for e in state.experiments.values() if not wanted or e["display_name"] in wanted]
-                return self.reply({"experiments": exps, "total_size": len(exps)})
-            if url.path == "/apis/v2beta1/recurringruns":
-                exp = q.get("experiment_id", [None])[0]
-                rrs = [r for r in state.recurring.values() if exp in (None, r["experiment_id"])]
-                return self.reply({"recurringRuns": rrs, "total_size": len(rrs)})
-            if url.path == "/apis/v2beta1/healthz":
-                return self.reply({"multi_user": False})
-            self.reply({"error": f"unexpected GET {self.path}"}, 404)
-
-        def do_POST(self):
-            url = urlparse(self.path)
-            body = self.body()
-            if url.path == "/apis/v2beta1/experiments":
-                eid = state.next_id("exp")
-                exp = {"experiment_id": eid, "display_name": body["display_name"]}
-                state.experiments[eid] = exp
-                return self.reply(exp)
-            if url.path == "/apis/v2beta1/recurringruns":
-                if state.refuse_create:
-                    return self.reply({"error": "pipeline spec rejected"}, 400)
-                rid = state.next_id("rr")
-                rr = {**body, "recurring_run_id": rid, "experiment_id": body.get("experiment_id")}
-                state.recurring[rid] = rr
-                return self.reply(rr)
-            if url.path == "/apis/v2beta1/runs":
-                rid = state.next_id("run")
-                state.runs.append(body)
-                return self.reply({**body, "run_id": rid})
-            self.reply({"error": f"unexpected POST {self.path}"}, 404)
-
-        def do_DELETE(self):
-            url = urlparse(self.path)
-            rid = url.path.rsplit("/", 1)[-1]
-            state.deleted.append(rid)
-            state.recurring.pop(rid, None)
-            self.reply({})
-
-    return Handler
-
-
 @pytest.fixture
 def kfp_server():
-    state = FakeKfp()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", state
-    server.shutdown()
+    api = FakeKfpApi()
+    yield api.endpoint, api
+    api.stop()
 
 
 def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_server, capsys):
-    endpoint, state = kfp_server
+    endpoint, api = kfp_server
     rc = bertja(["submit", "--endpoint", endpoint, "--experiment", "bertja", "--profile", "kind",
                  "--param", "wikipedia_dump_date=20240101", "--run-name", "try-1"])
     assert rc == 0, capsys.readouterr().err
-    (run,) = state.runs
+    (run,) = api.runs.values()
     assert run["display_name"] == "try-1"
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "bert-japanese-pretraining"
     assert run["runtime_config"]["parameters"]["wikipedia_dump_date"] == "20240101"
     assert "\"run_id\": \"run-" in capsys.readouterr().out
+    assert all(r["authorization"] is None for r in api.requests), "single-user: no credentials sent"
+
+
+SCHEDULE = ["schedule", "--experiment", "retrains", "--profile", "kind", "--cron", "0 0 3 1 * *", "--name", "monthly"]
 
 
 def test_schedule_replaces_a_recurring_run_of_the_same_name(kfp_server, capsys):
-    endpoint, state = kfp_server
-    args = ["schedule", "--endpoint", endpoint, "--experiment", "retrains", "--profile", "kind",
-            "--cron", "0 0 3 1 * *", "--name", "monthly"]
+    endpoint, api = kfp_server
+    args = SCHEDULE + ["--endpoint", endpoint]
     assert bertja(args) == 0, capsys.readouterr().err
     assert bertja(args + ["--param", "model_size=tiny"]) == 0, capsys.readouterr().err
-    assert len(state.recurring) == 1, "a second schedule must replace, not duplicate"
-    (rr,) = state.recurring.values()
-    assert len(state.deleted) == 1
-    assert rr["display_name"] == "monthly"
+    assert len(api.recurring_runs) == 1, "a second schedule must replace, not duplicate"
+    (rr,) = api.recurring_runs.values()
+    assert rr["display_name"] == "monthly" and rr["status"] == "ENABLED"
     assert rr["trigger"]["cron_schedule"]["cron"] == "0 0 3 1 * *"
     assert rr["max_concurrency"] in ("1", 1)
     assert rr["runtime_config"]["parameters"]["model_size"] == "tiny"
     assert rr["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "bert-japanese-pretraining"
 
 
-def test_a_failed_replacement_keeps_the_running_schedule(kfp_server, capsys):
-    endpoint, state = kfp_server
-    args = ["schedule", "--endpoint", endpoint, "--experiment", "retrains", "--profile", "kind",
-            "--cron", "0 0 3 1 * *", "--name", "monthly"]
+def test_replacing_a_schedule_orphans_its_runs_instead_of_deleting_them(kfp_server, capsys):
+    """Backend >= 2.16: the old schedule is disabled, then deleted with propagation_policy=ORPHAN;
+    the retrain it started (and its finished runs) survive."""
+    endpoint, api = kfp_server
+    args = SCHEDULE + ["--endpoint", endpoint]
     assert bertja(args) == 0, capsys.readouterr().err
-    state.refuse_create = True
+    (old,) = api.recurring_runs
+    api.add_run("retrain-running", "RUNNING", recurring_run_id=old)
+    api.add_run("retrain-last-month", "SUCCEEDED", recurring_run_id=old)
+    api.requests.clear()
+    assert bertja(args) == 0, capsys.readouterr().err
+    assert not api.cascaded and {"retrain-running", "retrain-last-month"} <= set(api.runs)
+    (new,) = api.recurring_runs
+    assert new != old
+    changes = [(r["method"], r["path"], r["query"]) for r in api.requests if r["method"] != "GET"]
+    assert changes == [  # the experiment exists: found with a GET
+        ("POST", f"/apis/v2beta1/recurringruns/{old}:disable", {}),  # before the new one exists
+        ("POST", "/apis/v2beta1/recurringruns", {}),
+        ("DELETE", f"/apis/v2beta1/recurringruns/{old}", {"propagation_policy": ["ORPHAN"]}),
+    ]
+    out = capsys.readouterr().out
+    assert f'"replaced": [\n    "{old}"\n  ]' in out
+
+
+@pytest.mark.parametrize("tag", ["2.15.0", "unknown"])
+def test_on_a_backend_that_would_cascade_the_old_schedule_is_disabled_not_deleted(capsys, tag):
+    """A backend < 2.16 (or one that does not say) ignores propagation_policy: deleting there
+    would kill the running retrain, so the old schedule is only disabled, and reported."""
+    api = FakeKfpApi(tag_name=tag)
+    try:
+        args = SCHEDULE + ["--endpoint", api.endpoint]
+        assert bertja(args) == 0, capsys.readouterr().err
+        (old,) = api.recurring_runs
+        api.add_run("retrain-running", "RUNNING", recurring_run_id=old)
+        assert bertja(args) == 0
+        captured = capsys.readouterr()
+        assert not api.calls("DELETE") and not api.cascaded and "retrain-running" in api.runs
+        assert api.recurring_runs[old]["status"] == "DISABLED"
+        assert [r["status"] for r in api.recurring_runs.values()] == ["DISABLED", "ENABLED"]
+        assert f"{old} disabled, not deleted" in captured.err and "delete them by hand" in captured.err
+        assert f'"disabled_not_deleted": [\n    "{old}"\n  ]' in captured.out
+    finally:
+        api.stop()
+
+
+def test_a_failed_replacement_keeps_the_running_schedule(kfp_server, capsys):
+    endpoint, api = kfp_server
+    args = SCHEDULE + ["--endpoint", endpoint]
+    assert bertja(args) == 0, capsys.readouterr().err
+    api.refuse_create = True
     assert bertja(args) == 1
     err = capsys.readouterr().err
     assert "400" in err and "pipeline spec rejected" in err and "Traceback" not in err
-    assert len(state.recurring) == 1 and not state.deleted
+    (rr,) = api.recurring_runs.values()
+    assert rr["status"] == "ENABLED", "disabled for the replacement, enabled again when it failed"
+    assert not api.calls("DELETE")
+
+
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_multi_user_requests_carry_the_projected_service_account_token(tmp_path, monkeypatch, capsys, command, how):
+    token = "eyJhbGciOiJSUzI1NiJ9.projected.token"
+    (tmp_path / "token").write_text(token + "\n")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "token"))
+    api = FakeKfpApi(multi_user=True, token=token)
+    try:
+        args = [command, "--endpoint", api.endpoint, "--experiment", "retrains", "--profile", "kind",
+                "--namespace", "team-a"]
+        if command == "schedule":
+            args += ["--cron", "0 0 3 1 * *"]
+        if how == "flag":
+            args.append("--multi-user")
+        else:
+            monkeypatch.setenv("BERTJA_KFP_MULTI_USER", "true")
+        assert bertja(args) == 0, capsys.readouterr().err
+        assert api.requests and {r["authorization"] for r in api.requests} == {f"Bearer {token}"}
+        assert api.runs or api.recurring_runs
+    finally:
+        api.stop()
+
+
+def test_multi_user_kfp_refuses_a_client_without_the_token(capsys):
+    """What the chart's hook met before: multi-user KFP answers 401 to a request without identity."""
+    api = FakeKfpApi(multi_user=True, token="t")
+    try:
+        rc = bertja(["submit", "--endpoint", api.endpoint, "--experiment", "x", "--profile", "kind",
+                     "--namespace", "team-a"])
+        assert rc == 1 and "401" in capsys.readouterr().err
+        assert not api.runs
+    finally:
+        api.stop()
+
+
+def test_multi_user_without_a_token_file_is_bad_input(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "missing"))
+    rc = bertja(["submit", "--endpoint", "http://127.0.0.1:9", "--experiment", "x", "--profile", "kind",
+                 "--multi-user"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(tmp_path / "missing") in err and "pipelines.kubeflow.org" in err
+
+
+def test_a_bad_multi_user_environment_value_is_bad_input(monkeypatch, capsys):
+    monkeypatch.setenv("BERTJA_KFP_MULTI_USER", "maybe")
+    rc = bertja(["submit", "--endpoint", "http://127.0.0.1:9", "--experiment", "x", "--profile", "kind"])
+    assert rc == 2 and "BERTJA_KFP_MULTI_USER" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cron", ["0 3 1 * *", "0 0 3 1 * * *", ""])
@@ -150,7 +163,7 @@ def test_schedule_rejects_a_cron_without_six_fields(kfp_server, capsys, cron):
     rc = bertja(["schedule", "--endpoint", endpoint, "--experiment", "x", "--profile", "kind", "--cron", cron])
     assert rc == 2
     assert "6 fields" in capsys.readouterr().err
-    assert not state.recurring
+    assert not state.recurring_runs
 
 
 def test_submit_rejects_bad_parameters_before_contacting_the_server(kfp_server, capsys):

@@ -42,6 +42,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and .Values.pipeline.useChartServiceAccount (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
 {{- fail "pipeline.useChartServiceAccount with serviceAccount.create=false needs serviceAccount.name (an existing service account)" -}}
 {{- end -}}
+{{- if .Values.tpuJanitor.enabled -}}
+{{- if not (include "bertja.janitorProject" .) -}}
+{{- fail "tpuJanitor.enabled needs tpuJanitor.project or pipeline.parameters.gcp_project (where the TPU VMs are)" -}}
+{{- end -}}
+{{- if not (include "bertja.janitorZone" .) -}}
+{{- fail "tpuJanitor.enabled needs tpuJanitor.zone or pipeline.parameters.gcp_zone (where the TPU VMs are)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The TPU janitor's project and zone: explicit, else the pipeline's parameters. */}}
+{{- define "bertja.janitorProject" -}}
+{{- .Values.tpuJanitor.project | default (index .Values.pipeline.parameters "gcp_project") | default "" -}}
+{{- end -}}
+
+{{- define "bertja.janitorZone" -}}
+{{- .Values.tpuJanitor.zone | default (index .Values.pipeline.parameters "gcp_zone") | default "" -}}
 {{- end -}}
 
 {{/* One container argument from values: quoted, and "$" doubled so Kubernetes never expands
@@ -82,9 +99,28 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   volumeMounts:
     - {name: work, mountPath: /work}
     - {name: tmp, mountPath: /tmp}
-{{- if .root.Values.kfp.multiUser }}
-    - {name: kfp-token, mountPath: /var/run/secrets/kubeflow/pipelines, readOnly: true}
-{{- end }}
+{{- with include "bertja.kfpTokenMount" .root }}{{ . | nindent 4 }}{{ end }}
+{{- end -}}
+
+{{/* Multi-user KFP: the projected service-account token, where kfp.client's
+ServiceAccountTokenVolumeCredentials (and `bertja tpu gc`) read it:
+/var/run/secrets/kubeflow/pipelines/token, audience pipelines.kubeflow.org. Volume, then mount. */}}
+{{- define "bertja.kfpTokenVolume" -}}
+{{- if .Values.kfp.multiUser -}}
+- name: kfp-token
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          audience: pipelines.kubeflow.org
+          expirationSeconds: 3600
+{{- end -}}
+{{- end -}}
+
+{{- define "bertja.kfpTokenMount" -}}
+{{- if .Values.kfp.multiUser -}}
+- {name: kfp-token, mountPath: /var/run/secrets/kubeflow/pipelines, readOnly: true}
+{{- end -}}
 {{- end -}}
 
 {{/* Argument list (YAML) for one hook action: compile | schedule | submit. The profile goes to
@@ -116,6 +152,9 @@ every action: schedule and submit check the run's parameters against it. */}}
 {{- if $v.pipeline.useChartServiceAccount }}
 - --service-account
 - {{ include "bertja.arg" (include "bertja.serviceAccountName" .root) }}
+{{- end }}
+{{- if $v.kfp.multiUser }}
+- --multi-user
 {{- end }}
 {{- end }}
 {{- if eq .action "schedule" }}
