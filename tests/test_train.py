@@ -243,3 +243,23 @@ def test_a_tpu_run_gets_the_strategy_gcs_paths_and_overrides():
                                             encoder=params.task.model.encoder.bert.as_dict(),
                                             train_data=params.task.train_data.as_dict())
     assert (description["num_hidden_layers"], description["hidden_size"], description["seq_length"]) == (6, 768, 512)
+
+
+def test_the_train_step_trains_in_a_content_named_dir_and_a_second_run_resumes_there(work, tmp_path):
+    """The pipeline's train step on CPU: two executions (new output dirs) share one training dir."""
+    from components.train.stages import train_variant
+
+    def shards(stage):
+        return [{"shard": p.name, "files": {"data.tfrecord.gz": str(p)}} for p in sorted((work / stage).glob("*.gz"))]
+
+    args = dict(variant="character", model_size="tiny", backend="cpu", training_root=str(tmp_path / "training"),
+                stage1_shards=shards("stage1"), stage2_shards=shards("stage2"), tokenizer_dir=str(work / "tok"),
+                shapes=((128, 19), (512, 76)), train_steps=(2, 1))
+    first = train_variant(**args, fallback_root=str(tmp_path / "run-1" / "model"))
+    assert first["training_dir"].startswith(str(tmp_path / "training" / "tiny-character-"))
+    assert [(s["step"], s["resumed_from"]) for s in first["stages"]] == [(2, None), (1, None)]
+    second = train_variant(**args, fallback_root=str(tmp_path / "run-2" / "model"))
+    assert second["training_dir"] == first["training_dir"] and second["model_dir"] == first["model_dir"]
+    assert [s["resumed_from"] for s in second["stages"]] == [s["checkpoint"] for s in first["stages"]]
+    assert all(s["loss"] is None for s in second["stages"])  # nothing left to train
+    assert not (tmp_path / "run-1").exists() and not (tmp_path / "run-2").exists()

@@ -187,3 +187,15 @@ def test_run_id_sources_per_backend():
     assert run_identity.current_run_id("from-input", kfp) == "6f1c0f8e-1a2b"
     with pytest.raises(Exception, match=run_identity.VERTEX_LABELS_ENV):
         run_identity.find_run_id({run_identity.VERTEX_LABELS_ENV: "not json"})
+
+
+def test_the_model_artifact_names_an_outside_training_dir_by_its_uri(tmp_path):
+    from components import artifacts
+
+    root = "gs://bucket/root/train-model/123/model_data"
+    outside = "gs://bucket/root/bertja-training/tiny-wordpiece-0123/stage2_wikipedia"
+    assert artifacts.reference(root, f"{root}/stage2_wikipedia") == "stage2_wikipedia"
+    assert artifacts.reference(root, outside) == outside
+    assert artifacts.resolve("gs://bucket/other/model", "/gcs/bucket/other/model", outside) == outside
+    with pytest.raises(ValueError, match="neither"):
+        artifacts.reference(str(tmp_path), "/elsewhere/model")
