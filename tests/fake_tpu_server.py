@@ -80,12 +80,15 @@ class FakeVm:
 
 
 class FakeTpuServer:
-    """The fake TPU API. ``create_s``/``delete_s``: how long operations take."""
+    """The fake TPU API. ``create_s``/``delete_s``: how long operations take; ``queue_s``: how long a
+    queued resource waits for capacity (default ``create_s``)."""
 
-    def __init__(self, *, vm_env: dict | None = None, create_s: float = 0.3, delete_s: float = 0.2):
+    def __init__(self, *, vm_env: dict | None = None, create_s: float = 0.3, delete_s: float = 0.2,
+                 queue_s: float | None = None):
         self.vm_env = dict(vm_env or {})
         self.create_s = create_s
         self.delete_s = delete_s
+        self.queue_s = create_s if queue_s is None else queue_s  # a queued resource's wait for capacity
         self.nodes: dict[str, dict] = {}
         self.queued: dict[str, dict] = {}
         self.operations: dict[str, dict] = {}
@@ -308,7 +311,7 @@ class FakeTpuServer:
                 spec = specs[0]
                 self._create_node(project, zone, spec["nodeId"], spec.get("node", {}), qr=path)
                 qr["state"] = {"state": "ACTIVE"}
-        self._later(self.create_s, provision)
+        self._later(self.queue_s, provision)
         return op
 
     def _delete_queued(self, project: str, zone: str, path: str, force: bool) -> dict:

@@ -179,3 +179,100 @@ def test_without_an_endpoint_application_default_credentials_are_required(tmp_pa
                            "--zone", ZONE, "--name", "any"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "Application Default Credentials" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("external_ips, sent", [(True, {"enableExternalIps": True}), (False, {})])
+def test_the_network_config_is_always_sent(tpu, external_ips, sent):
+    """External IPs are our choice, never the API's default for a node without a network config.
+    (``False`` is proto3's default value: it travels as a present, empty ``networkConfig``.)"""
+    tpu_control = _control(tpu)
+    tpu_control.create_node("node-n", NodeSpec(external_ips=external_ips))
+    tpu_control.create_queued_resource("node-qn", NodeSpec(external_ips=external_ips))
+    assert [body["networkConfig"] for body in tpu.created] == [sent, sent]
+
+
+def test_a_queued_resource_waits_in_the_queue_for_its_own_time():
+    """Capacity may take hours: the queue wait has its own limit, not the READY timeout, and the
+    request itself expires then (valid_until_duration)."""
+    server = FakeTpuServer(queue_s=2.0, create_s=0.1).start()
+    try:
+        tpu_control = _control(server)
+        node = tpu_control.create_queued_resource("node-long", NodeSpec(), timeout_s=1.0, queue_timeout_s=7200)
+        assert control.state_name(node) == "READY"
+        policy = tpu_control.get_queued_resource("node-long").queueing_policy
+        assert policy.valid_until_duration.total_seconds() == 7200
+        with pytest.raises(control.TpuError, match="queued resource node-short ACTIVE"):
+            tpu_control.create_queued_resource("node-short", NodeSpec(), timeout_s=60, queue_timeout_s=0.5)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A server on 127.0.0.1 that accepts connections and never answers."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept():
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.fixture
+def refused_endpoint():
+    """A port on 127.0.0.1 where nothing listens."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("endpoint", ["refused_endpoint", "silent_endpoint"])
+@pytest.mark.parametrize("action", ["create", "status", "delete"])
+def test_an_unreachable_api_ends_within_timeout_with_one_line_and_exit_1(request, endpoint, action):
+    """Before: nothing printed for 300 s, --timeout ignored, then a long traceback."""
+    import time
+
+    url = request.getfixturevalue(endpoint)
+    timeout = 3
+    start = time.monotonic()
+    proc = _bertja(action, "--project", PROJECT, "--zone", ZONE, "--name", "gone-node", "--api-endpoint", url,
+                   "--timeout", str(timeout), check=False)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1, proc.stderr
+    assert elapsed < timeout + 15, elapsed  # interpreter start-up and imports included
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert re.search(r"TPU API \w+: attempt 1 failed \((ConnectionError|ReadTimeout|ConnectTimeout)", proc.stderr)
+    assert lines[-1].startswith("bertja tpu: error: ") and f"TPU API at {url} did not answer" in lines[-1], lines
+    assert all(line.startswith("[tpu ") for line in lines[:-1]), lines  # retries and progress, then the error
+
+
+def test_cli_queue_timeout_reaches_the_queued_resource(tpu):
+    target = ["--project", PROJECT, "--zone", ZONE, "--name", "cli-queued", "--api-endpoint", tpu.endpoint]
+    created = json.loads(_bertja("create", *target, "--queued", "--queue-timeout-hours", "2.5").stdout)
+    assert created["state"] == "READY" and created["queued_resource"].endswith("/queuedResources/cli-queued")
+    (qr,) = tpu.queued.values()
+    assert qr["queueingPolicy"] == {"validUntilDuration": "9000s"}
+    bad = _bertja("create", *target, "--queued", "--queue-timeout-hours", "0", check=False)
+    assert bad.returncode == 2 and "--queue-timeout-hours" in bad.stderr and "Traceback" not in bad.stderr

@@ -35,7 +35,7 @@ def _stages(tmp_path, hostile=HOSTILE):
 
 
 def _render(tmp_path, stages, **kw):
-    args = dict(node_name=f"node{HOSTILE}", image=IMAGE, stages=stages,
+    args = dict(node_name=f"node{HOSTILE}", image=IMAGE, stages=stages, accelerator_type="v3-8",
                 tokenizer_dir=str(tmp_path / f"tok {HOSTILE}"), train_steps=5)
     return startup.render_startup_script(**{**args, **kw})
 
@@ -124,3 +124,39 @@ def test_pinned_images_are_accepted():
     digest = "sha256:" + "a" * 64
     for image in (IMAGE, f"ghcr.io/example/bertja-train@{digest}", "localhost:5000/bertja-train:0.1.0-rc1"):
         assert startup.check_image(image) == image
+
+
+def _docker_options(docker_argv: list[str]) -> list[str]:
+    """The options of a recorded ``docker run`` (everything before the image)."""
+    return docker_argv[1:docker_argv.index(IMAGE)]
+
+
+@pytest.mark.parametrize("accelerator, pjrt", [("v3-8", False), ("v4-8", False), ("v5p-8", True),
+                                               ("v5litepod-8", True), ("v6e-4", True)])
+def test_the_trainer_runs_as_root_with_the_tpu_settings_of_its_generation(tmp_path, accelerator, pjrt):
+    """/dev/accel* and /dev/vfio/* are root's on a TPU VM: the image's uid 10001 could not open them.
+    TensorFlow reaches v5p/v5e/v6e only through libtpu's PJRT plugin; v2-v4 must not get its settings."""
+    stages = _stages(tmp_path, hostile="")
+    rc, log, starts = _run_script(tmp_path, _render(tmp_path, stages, accelerator_type=accelerator))
+    assert rc == 0, log
+    for start in starts:
+        options = _docker_options(start["docker_argv"])
+        assert options[options.index("--user") + 1] == "0:0"
+        plugin = {k: v for k, v in start["env"].items() if "PLUGGABLE" in k}
+        assert plugin == ({"NEXT_PLUGGABLE_DEVICE_USE_C_API": "true",
+                           "TF_PLUGGABLE_DEVICE_LIBRARY_PATH": startup.LIBTPU_LIBRARY} if pjrt else {})
+
+
+def test_the_libtpu_path_is_where_the_train_tpu_image_installs_libtpu():
+    """The image's virtual environment and Python version, as its Dockerfile builds them, and the
+    libtpu wheel's layout (``libtpu/libtpu.so``, what ``libtpu.get_library_path()`` returns)."""
+    import re
+    from pathlib import Path
+
+    dockerfile = (Path(__file__).resolve().parent.parent / "images" / "train-tpu.Dockerfile").read_text()
+    venv = re.search(r"python -m venv (?:--\S+ )*(/\S+)", dockerfile).group(1)
+    # The final stage's base (directly, or through the BASE_IMAGE argument's default).
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)", dockerfile, re.M) or re.findall(r"^FROM (\S+)", dockerfile, re.M)[-1]
+    python = re.search(r"python:(\d+\.\d+)\.", base if isinstance(base, str) else base.group(1)).group(1)
+    assert re.search(r'"libtpu==[0-9.]+"', dockerfile), "the image no longer installs libtpu from PyPI"
+    assert startup.LIBTPU_LIBRARY == f"{venv}/lib/python{python}/site-packages/libtpu/libtpu.so"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from components.errors import BadInput
 from components.tpu import control, janitor, orchestrate
@@ -29,6 +30,8 @@ def _add_node_shape(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spot", action="store_true", help="spot VM (cheaper, can be preempted)")
     p.add_argument("--preemptible", action="store_true", help="legacy preemptible VM")
     p.add_argument("--queued", action="store_true", help="create through a queued resource")
+    p.add_argument("--queue-timeout-hours", type=float, default=control.DEFAULT_QUEUE_TIMEOUT_S / 3600,
+                   help="with --queued: how long to wait in the queue for capacity (hours)")
     p.add_argument("--network", default=None)
     p.add_argument("--subnetwork", default=None)
     p.add_argument("--no-external-ips", dest="external_ips", action="store_false",
@@ -39,6 +42,8 @@ def _add_node_shape(p: argparse.ArgumentParser) -> None:
 
 
 def _spec(args) -> control.NodeSpec:
+    if not args.queue_timeout_hours > 0:
+        raise BadInput(f"--queue-timeout-hours {args.queue_timeout_hours!r}: must be a positive number of hours")
     return control.NodeSpec(accelerator_type=args.accelerator_type, runtime_version=args.runtime_version,
                             spot=args.spot, preemptible=args.preemptible, network=args.network,
                             subnetwork=args.subnetwork, external_ips=args.external_ips,
@@ -63,6 +68,17 @@ def _stages(text: str) -> list[dict]:
 
 
 def main(argv: list[str], prog: str = "bertja tpu") -> int:
+    """Runs a subcommand; a TPU API that fails or does not answer in time ends in one line, exit 1."""
+    from google.api_core.exceptions import GoogleAPICallError
+
+    try:
+        return _main(argv, prog)
+    except (control.TpuError, GoogleAPICallError) as e:
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str], prog: str) -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Create, inspect and delete Cloud TPU VMs; "
                                      "train on one with preemption handling.")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -70,14 +86,17 @@ def main(argv: list[str], prog: str = "bertja tpu") -> int:
     p = sub.add_parser("create", help="create a TPU VM (or queued resource) and wait until READY")
     _add_target(p)
     _add_node_shape(p)
-    p.add_argument("--timeout", type=float, default=orchestrate.DEFAULT_READY_TIMEOUT_S, help="seconds")
+    p.add_argument("--timeout", type=float, default=orchestrate.DEFAULT_READY_TIMEOUT_S,
+                   help="seconds for the create call and READY (API retries included; the queue has its own)")
 
     p = sub.add_parser("status", help="print a node's state")
     _add_target(p)
+    p.add_argument("--timeout", type=float, default=control.DEFAULT_CALL_TIMEOUT_S,
+                   help="seconds, API retries included")
 
     p = sub.add_parser("delete", help="delete a node and its queued resource; gone already is success")
     _add_target(p)
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds, API retries included")
 
     p = sub.add_parser("train", help="train stages on a TPU VM, surviving preemption; deletes the VM at the end")
     _add_target(p)
@@ -130,17 +149,21 @@ def main(argv: list[str], prog: str = "bertja tpu") -> int:
             trainer_image=args.trainer_image, train_steps=args.train_steps,
             max_recreations=args.max_recreations, heartbeat_timeout_s=args.heartbeat_timeout,
             startup_timeout_s=args.startup_timeout, poll_s=args.poll,
-            price_per_hour=args.price_per_hour, api_endpoint=args.api_endpoint)
+            price_per_hour=args.price_per_hour, api_endpoint=args.api_endpoint,
+            queue_timeout_s=args.queue_timeout_hours * 3600)
     elif args.action == "delete":
         out = orchestrate.release_tpu(project=args.project, zone=args.zone, node_name=args.name,
                                       api_endpoint=args.api_endpoint, timeout_s=args.timeout)
     else:
         control.check_node_name(args.name)
         spec = _spec(args) if args.action == "create" else None
-        tpu = control.TpuControl(args.project, args.zone, api_endpoint=args.api_endpoint)
-        if args.action == "create":
-            create = tpu.create_queued_resource if args.queued else tpu.create_node
-            node = create(args.name, spec, timeout_s=args.timeout)
+        tpu = control.TpuControl(args.project, args.zone, api_endpoint=args.api_endpoint,
+                                 call_timeout_s=args.timeout)
+        if args.action == "create" and args.queued:
+            node = tpu.create_queued_resource(args.name, spec, timeout_s=args.timeout,
+                                              queue_timeout_s=args.queue_timeout_hours * 3600)
+        elif args.action == "create":
+            node = tpu.create_node(args.name, spec, timeout_s=args.timeout)
         else:
             node = tpu.get_node(args.name)
             if node is None:

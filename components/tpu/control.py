@@ -4,9 +4,11 @@ Everything that talks to the TPU API is here: node and queued-resource creation,
 READY, reading a node's state, deleting and waiting for the deletion. Input is checked before
 any request is made, so a typo never leaves a half-created VM behind.
 
-Transient API errors (429, 500, 502, 503, 504, a dropped connection) are retried with
-exponential backoff; anything else is raised. A node or queued resource that is already gone is
-a successful delete.
+Every API call has a time budget (``call_timeout_s``, and never past the deadline of the wait it
+belongs to): transient errors (429, 500, 502, 503, 504, a refused or dropped connection, a request
+that got no answer within ``ATTEMPT_TIMEOUT_S``) are retried with exponential backoff inside it, each
+retry logged; a spent budget is ``ApiUnavailable`` with one line saying what was tried. Anything else
+is raised. A node or queued resource that is already gone is a successful delete.
 
 Credentials: an ``http://`` API endpoint (an emulator, a test server) gets anonymous
 credentials, as ``STORAGE_EMULATOR_HOST`` does for GCS; anything else uses Application Default
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import hashlib
 import re
 import sys
@@ -27,6 +30,9 @@ from importlib import metadata
 from components.errors import BadInput
 
 DEFAULT_ACCELERATOR = "v3-8"  # the recipe's TPU
+DEFAULT_CALL_TIMEOUT_S = 300.0  # one API call, retries included
+ATTEMPT_TIMEOUT_S = 30.0  # one HTTP request; an unanswered one is retried on a new connection
+DEFAULT_QUEUE_TIMEOUT_S = 24 * 3600.0  # a queued resource waiting for capacity
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 MANAGED_BY_LABEL = ("managed-by", "bertja")
 
@@ -41,6 +47,10 @@ BASE_RUNTIMES: dict[str, tuple[str, ...]] = {
     "v5litepod": ("v2-alpha-tpuv5-lite",),
     "v6e": ("v2-alpha-tpuv6e",),
 }
+# Generations TensorFlow reaches only through libtpu's PJRT C API plugin (NextPluggableDevice): the
+# trainer needs the pluggable-device settings there (startup.trainer_env); v2/v3/v4 use TensorFlow's
+# built-in TPU runtime and must not get them.
+PJRT_PLUGIN_GENERATIONS = ("v5p", "v5litepod", "v6e")
 # Generations whose type suffix counts TensorCores (2 per chip); the others count chips.
 _CORES_PER_CHIP = {"v2": 2, "v3": 2, "v4": 2, "v5p": 2, "v5litepod": 1, "v6e": 1}
 SINGLE_HOST_MAX = 8  # the largest single-VM slice of each generation (v3-8, v4-8, v6e-8, ...)
@@ -66,6 +76,10 @@ class TpuError(RuntimeError):
 
 class NodeLost(TpuError):
     """The node was preempted, terminated or vanished before it became READY (worth a retry)."""
+
+
+class ApiUnavailable(TpuError):
+    """The TPU API did not answer a call within its time budget (unreachable, hung or overloaded)."""
 
 
 # ---------------------------------------------------------------------------
@@ -242,10 +256,11 @@ class NodeSpec:
                            metadata=dict(self.metadata))
         if scheduling and (self.spot or self.preemptible):
             node.scheduling_config = tpu_v2.SchedulingConfig(spot=self.spot, preemptible=self.preemptible)
-        if self.network or self.subnetwork or not self.external_ips:
-            node.network_config = tpu_v2.NetworkConfig(network=self.network or "",
-                                                       subnetwork=self.subnetwork or "",
-                                                       enable_external_ips=self.external_ips)
+        # Always sent: external IPs are a choice (image pulls need them or Cloud NAT), not whatever
+        # the API assumes for a node without a network config. (False travels as the field's proto3
+        # default, i.e. an empty networkConfig object.)
+        node.network_config = tpu_v2.NetworkConfig(network=self.network or "", subnetwork=self.subnetwork or "",
+                                                   enable_external_ips=bool(self.external_ips))
         if self.service_account:
             node.service_account = tpu_v2.ServiceAccount(email=self.service_account,
                                                          scope=[CLOUD_PLATFORM_SCOPE])
@@ -277,16 +292,50 @@ def make_client(api_endpoint: str | None = None):
                        f"({e})") from e
 
 
-def _retry(timeout_s: float):
+def _transient_errors() -> tuple:
     import requests
     from google.api_core import exceptions as gexc
+
+    return (gexc.TooManyRequests, gexc.ServiceUnavailable, gexc.InternalServerError, gexc.BadGateway,
+            gexc.GatewayTimeout, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
+
+def _retry(timeout_s: float, what: str, errors: list | None = None):
+    """Backoff retries of transient errors for ``timeout_s`` in all, each one logged."""
     from google.api_core import retry as retries
 
-    transient = retries.if_exception_type(
-        gexc.TooManyRequests, gexc.ServiceUnavailable, gexc.InternalServerError,
-        gexc.BadGateway, gexc.GatewayTimeout, requests.exceptions.ConnectionError)
-    return retries.Retry(predicate=transient, initial=1.0, maximum=30.0, multiplier=2.0,
-                         timeout=timeout_s)
+    attempts = errors if errors is not None else []
+
+    def on_error(e: Exception) -> None:
+        attempts.append(e)
+        log(f"TPU API {what}: attempt {len(attempts)} failed ({short_error(e)}); retrying within {timeout_s:.1f}s")
+
+    return retries.Retry(predicate=retries.if_exception_type(*_transient_errors()), initial=1.0, maximum=30.0,
+                         multiplier=2.0, timeout=timeout_s, on_error=on_error)
+
+
+def _attempt_timeout(deadline: float):
+    """Each HTTP request's timeout: ``ATTEMPT_TIMEOUT_S`` at most, and never past ``deadline``.
+
+    (google-api-core's own deadline timeout gives an attempt the whole remaining budget, and the
+    full budget again once less than a second is left.)
+    """
+    def decorate(func):
+        @functools.wraps(func)
+        def attempt(*args, **kwargs):
+            kwargs["timeout"] = max(0.1, min(ATTEMPT_TIMEOUT_S, deadline - time.monotonic()))
+            return func(*args, **kwargs)
+        return attempt
+    return decorate
+
+
+def short_error(e: BaseException) -> str:
+    """``Type: message`` on one line, cut to a readable length (a socket error: just its errno line)."""
+    text = " ".join(str(e).split())
+    errno_line = None if isinstance(e, TpuError) else re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if errno_line:
+        text = errno_line.group(0)
+    return f"{type(e).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"
 
 
 def state_name(node) -> str:
@@ -316,17 +365,46 @@ def describe(node) -> dict:
 class TpuControl:
     """TPU VMs in one project and zone.
 
-    ``poll_s`` paces operation and state polling; ``retry_timeout_s`` bounds the retries of one
-    API call on transient errors.
+    ``poll_s`` paces operation and state polling; ``call_timeout_s`` bounds one API call, its
+    retries of transient errors included.
     """
 
     def __init__(self, project: str, zone: str, *, api_endpoint: str | None = None,
-                 poll_s: float = 5.0, retry_timeout_s: float = 300.0, client=None):
+                 poll_s: float = 5.0, call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S, client=None):
         self.project = check_project(project)
         self.zone = check_zone(zone)
         self.poll_s = poll_s
-        self.retry = _retry(retry_timeout_s)
+        if not call_timeout_s > 0:
+            raise BadInput(f"--timeout {call_timeout_s!r}: must be a positive number of seconds")
+        self.call_timeout_s = float(call_timeout_s)
+        self.endpoint = api_endpoint or "tpu.googleapis.com"
         self.client = client if client is not None else make_client(api_endpoint)
+
+    @property
+    def retry(self):
+        """A retry policy with the full call budget (for client methods ``call`` does not wrap)."""
+        return _retry(self.call_timeout_s, "call")
+
+    def call(self, method: str, *, deadline: float | None = None, **request):
+        """``self.client.<method>(**request)`` within ``call_timeout_s`` (and before ``deadline``).
+
+        Transient errors are retried and logged; when the budget is spent, ``ApiUnavailable``.
+        """
+        from google.api_core.exceptions import RetryError
+
+        budget = self.call_timeout_s
+        if deadline is not None:
+            budget = min(budget, deadline - time.monotonic())
+            if budget <= 0:
+                raise TpuError(f"timed out before the TPU API call {method}")
+        errors: list = []
+        try:
+            return getattr(self.client, method)(retry=_retry(budget, method, errors),
+                                                timeout=_attempt_timeout(time.monotonic() + budget), **request)
+        except RetryError as e:
+            last = e.cause or (errors[-1] if errors else e)
+            raise ApiUnavailable(f"the TPU API at {self.endpoint} did not answer {method} within {budget:.1f}s "
+                                 f"({len(errors)} attempt(s); last: {short_error(last)})") from None
 
     # names -----------------------------------------------------------------
     @property
@@ -340,73 +418,91 @@ class TpuControl:
         return f"{self.parent}/queuedResources/{check_node_name(name)}"
 
     # reads -----------------------------------------------------------------
-    def get_node(self, name: str):
+    def get_node(self, name: str, *, deadline: float | None = None):
         """The node, or None when it does not exist."""
         from google.api_core.exceptions import NotFound
 
         try:
-            return self.client.get_node(name=self.node_path(name), retry=self.retry)
+            return self.call("get_node", name=self.node_path(name), deadline=deadline)
         except NotFound:
             return None
 
-    def get_queued_resource(self, name: str):
+    def get_queued_resource(self, name: str, *, deadline: float | None = None):
         from google.api_core.exceptions import NotFound
 
         try:
-            return self.client.get_queued_resource(name=self.queued_resource_path(name), retry=self.retry)
+            return self.call("get_queued_resource", name=self.queued_resource_path(name), deadline=deadline)
         except NotFound:
             return None
 
     # create ----------------------------------------------------------------
     def create_node(self, name: str, spec: NodeSpec, *, timeout_s: float = 1800.0):
-        """Creates the node and waits until it is READY; returns the node.
+        """Creates the node and waits until it is READY (all within ``timeout_s``); returns the node.
 
         An already existing node raises ``google.api_core.exceptions.Conflict`` (HTTP 409).
         """
         spec = spec.checked()
+        deadline = time.monotonic() + timeout_s
         log(f"creating TPU node {self.node_path(name)} ({spec.accelerator_type}, "
             f"{spec.runtime_version}{', spot' if spec.spot else ''}{', preemptible' if spec.preemptible else ''})")
-        op = self.client.create_node(parent=self.parent, node_id=name, node=spec.to_node(),
-                                     retry=self.retry)
-        deadline = time.monotonic() + timeout_s
+        op = self.call("create_node", parent=self.parent, node_id=name, node=spec.to_node(), deadline=deadline)
         self._wait_operation(op, f"create node {name}", deadline)
         return self.wait_ready(name, deadline=deadline)
 
-    def create_queued_resource(self, name: str, spec: NodeSpec, *, timeout_s: float = 1800.0):
-        """Queues a node (same id as the queued resource), waits for ACTIVE and READY."""
-        from google.cloud import tpu_v2
+    def create_queued_resource(self, name: str, spec: NodeSpec, *, timeout_s: float = 1800.0,
+                               queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S):
+        """Queues a node (same id as the queued resource) and waits for it; returns the READY node.
 
+        Waiting in the queue for capacity may take hours: it has its own limit, ``queue_timeout_s``,
+        which is also sent as the request's ``valid_until_duration`` (the API drops the request
+        then, even if nobody is waiting any more). ``timeout_s`` bounds the rest: the create call,
+        and from ACTIVE to READY.
+        """
+        from google.cloud import tpu_v2
+        from google.protobuf import duration_pb2
+
+        if not queue_timeout_s > 0:
+            raise BadInput(f"queue timeout {queue_timeout_s!r}: must be a positive number of seconds")
         spec = spec.checked()
-        qr = tpu_v2.QueuedResource(tpu=tpu_v2.QueuedResource.Tpu(node_spec=[
-            tpu_v2.QueuedResource.Tpu.NodeSpec(parent=self.parent, node_id=name,
-                                               node=spec.to_node(scheduling=False))]))
+        qr = tpu_v2.QueuedResource(
+            tpu=tpu_v2.QueuedResource.Tpu(node_spec=[tpu_v2.QueuedResource.Tpu.NodeSpec(
+                parent=self.parent, node_id=name, node=spec.to_node(scheduling=False))]),
+            queueing_policy=tpu_v2.QueuedResource.QueueingPolicy(
+                valid_until_duration=duration_pb2.Duration(seconds=int(queue_timeout_s))))
         if spec.spot or spec.preemptible:
             qr.spot = tpu_v2.QueuedResource.Spot()
         else:
             qr.guaranteed = tpu_v2.QueuedResource.Guaranteed()
         log(f"queueing TPU resource {self.queued_resource_path(name)} ({spec.accelerator_type}, "
-            f"{spec.runtime_version}{', spot' if qr.spot else ''})")
-        op = self.client.create_queued_resource(parent=self.parent, queued_resource_id=name,
-                                                queued_resource=qr, retry=self.retry)
-        deadline = time.monotonic() + timeout_s
-        self._wait_operation(op, f"create queued resource {name}", deadline)
+            f"{spec.runtime_version}{', spot' if qr.spot else ''}; waiting up to {queue_timeout_s / 3600:.1f} h "
+            "for capacity)")
+        create_deadline = time.monotonic() + timeout_s
+        op = self.call("create_queued_resource", parent=self.parent, queued_resource_id=name,
+                       queued_resource=qr, deadline=create_deadline)
+        self._wait_operation(op, f"create queued resource {name}", create_deadline)
+        queue_deadline = time.monotonic() + queue_timeout_s
         State = tpu_v2.QueuedResourceState.State
+        last = None
         while True:
             current = self.get_queued_resource(name)
             state = State(current.state.state).name if current and current.state else "GONE"
+            if state != last:
+                log(f"queued resource {name}: {state}")
+                last = state
             if state == "ACTIVE":
                 break
             if state in ("SUSPENDED", "GONE"):
                 raise NodeLost(f"queued resource {self.queued_resource_path(name)} is {state}")
             if state == "FAILED":
                 raise TpuError(f"queued resource {self.queued_resource_path(name)} FAILED")
-            self._sleep_until(deadline, f"queued resource {name} ACTIVE (now {state})")
-        return self.wait_ready(name, deadline=deadline)
+            self._sleep_until(queue_deadline, f"queued resource {name} ACTIVE (now {state}; "
+                                              f"queue timeout {queue_timeout_s / 3600:.1f} h)")
+        return self.wait_ready(name, deadline=time.monotonic() + timeout_s)
 
     def wait_ready(self, name: str, *, deadline: float):
         last = None
         while True:
-            node = self.get_node(name)
+            node = self.get_node(name, deadline=deadline)
             state = state_name(node) if node is not None else "GONE"
             if state != last:
                 log(f"node {name}: {state}")
@@ -423,17 +519,17 @@ class TpuControl:
         from google.api_core.exceptions import NotFound
 
         deadline = time.monotonic() + timeout_s
-        node = self.get_node(name)
+        node = self.get_node(name, deadline=deadline)
         if node is None:
             return False
         if state_name(node) != "DELETING":  # e.g. its queued resource is deleting it already
             try:
-                op = self.client.delete_node(name=self.node_path(name), retry=self.retry)
+                op = self.call("delete_node", name=self.node_path(name), deadline=deadline)
             except NotFound:
                 return False
             log(f"deleting TPU node {self.node_path(name)}")
             self._wait_operation(op, f"delete node {name}", deadline, gone_ok=True)
-        while self.get_node(name) is not None:
+        while self.get_node(name, deadline=deadline) is not None:
             self._sleep_until(deadline, f"node {name} deleted")
         log(f"node {name}: deleted")
         return True
@@ -443,32 +539,34 @@ class TpuControl:
         from google.api_core.exceptions import NotFound
         from google.cloud import tpu_v2
 
+        deadline = time.monotonic() + timeout_s
         request = tpu_v2.DeleteQueuedResourceRequest(name=self.queued_resource_path(name), force=True)
         try:
-            op = self.client.delete_queued_resource(request=request, retry=self.retry)
+            op = self.call("delete_queued_resource", request=request, deadline=deadline)
         except NotFound:
             return False
         log(f"deleting queued resource {self.queued_resource_path(name)}")
-        deadline = time.monotonic() + timeout_s
         self._wait_operation(op, f"delete queued resource {name}", deadline, gone_ok=True)
-        while self.get_queued_resource(name) is not None:
+        while self.get_queued_resource(name, deadline=deadline) is not None:
             self._sleep_until(deadline, f"queued resource {name} deleted")
         return True
 
     def release(self, name: str, *, timeout_s: float = 900.0) -> dict:
-        """Deletes the queued resource (if any) and the node; gone already is success.
+        """Deletes the queued resource (if any) and the node, both within ``timeout_s``; gone
+        already is success.
 
         Both deletions are attempted; any failure is raised afterwards, loudly.
         """
         result = {"node": self.node_path(name), "queued_resource": self.queued_resource_path(name),
                   "queued_resource_deleted": False, "node_deleted": False}
         errors = []
+        deadline = time.monotonic() + timeout_s
         for key, delete in (("queued_resource_deleted", self.delete_queued_resource),
                             ("node_deleted", self.delete_node)):
             try:
-                result[key] = delete(name, timeout_s=timeout_s)
+                result[key] = delete(name, timeout_s=max(0.0, deadline - time.monotonic()))
             except Exception as e:  # noqa: BLE001 - collected and re-raised below
-                errors.append(f"{key.removesuffix('_deleted').replace('_', ' ')}: {type(e).__name__}: {e}")
+                errors.append(f"{key.removesuffix('_deleted').replace('_', ' ')}: {short_error(e)}")
         result["deleted"] = result["queued_resource_deleted"] or result["node_deleted"]
         if errors:
             raise TpuError(f"FAILED to delete TPU resources for {self.node_path(name)} - it may still "
@@ -478,17 +576,20 @@ class TpuControl:
 
     # polling ---------------------------------------------------------------
     def _wait_operation(self, op, what: str, deadline: float, *, gone_ok: bool = False) -> None:
-        from google.api_core.exceptions import GoogleAPICallError, NotFound
+        """Polls the long-running operation (each poll a budgeted ``call``) until it is done."""
+        from google.api_core import exceptions as gexc
 
-        while not op.done(retry=self.retry):
+        current = op.operation
+        while not current.done:
             self._sleep_until(deadline, what)
-        try:
-            op.result(timeout=0)
-        except NotFound:
-            if not gone_ok:
-                raise
-        except GoogleAPICallError as e:
-            raise TpuError(f"{what} failed: {e}") from e
+            current = self.call("get_operation", request={"name": current.name}, deadline=deadline)
+        if current.HasField("error"):
+            error = gexc.from_grpc_status(current.error.code, current.error.message)
+            if isinstance(error, gexc.NotFound):
+                if gone_ok:
+                    return
+                raise error
+            raise TpuError(f"{what} failed: {error}")
 
     def _sleep_until(self, deadline: float, what: str) -> None:
         if time.monotonic() >= deadline:

@@ -19,6 +19,7 @@ killed outright. TPU-hours are counted from each create request to its confirmed
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import threading
 import time
@@ -32,7 +33,8 @@ from components.train import status, trainer
 DEFAULT_POLL_S = 30.0
 DEFAULT_HEARTBEAT_TIMEOUT_S = 1200.0  # no new heartbeat for this long: the VM is lost or hung
 DEFAULT_STARTUP_TIMEOUT_S = 2400.0  # first heartbeat of a stage: image pull, TPU init, XLA compile
-DEFAULT_READY_TIMEOUT_S = 3600.0  # create (or queue) until READY
+DEFAULT_READY_TIMEOUT_S = 3600.0  # create until READY (a queued resource's wait in the queue has its own)
+DEFAULT_QUEUE_TIMEOUT_S = control.DEFAULT_QUEUE_TIMEOUT_S
 # USD per node-hour. Rough on-demand list price of a v3-8; pass the current price of your
 # accelerator, region and spot/on-demand choice: the estimate is only as good as this number.
 DEFAULT_PRICE_PER_HOUR = 8.0
@@ -136,7 +138,8 @@ class _StageRun:
 
     def __init__(self, control: TpuControl, node_name: str, spec: NodeSpec, *, queued: bool,
                  image: str, tokenizer_dir: str, train_steps: int | None, heartbeat_timeout_s: float,
-                 startup_timeout_s: float, ready_timeout_s: float, poll_s: float):
+                 startup_timeout_s: float, ready_timeout_s: float, poll_s: float,
+                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S):
         self.control = control
         self.name = node_name
         self.spec = spec
@@ -147,6 +150,7 @@ class _StageRun:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.startup_timeout_s = startup_timeout_s
         self.ready_timeout_s = ready_timeout_s
+        self.queue_timeout_s = queue_timeout_s
         self.poll_s = poll_s
         self.vm_seconds = 0.0
         self.vm_count = 0
@@ -160,9 +164,11 @@ class _StageRun:
         from google.api_core.exceptions import Conflict  # 409: HTTP's AlreadyExists
 
         script = startup.render_startup_script(node_name=self.name, image=self.image, stages=stages,
-                                               tokenizer_dir=self.tokenizer_dir, train_steps=self.train_steps)
+                                               tokenizer_dir=self.tokenizer_dir, train_steps=self.train_steps,
+                                               accelerator_type=self.spec.accelerator_type)
         spec = dataclasses.replace(self.spec, metadata={startup.STARTUP_SCRIPT_KEY: script})
-        create = self.control.create_queued_resource if self.queued else self.control.create_node
+        create = (functools.partial(self.control.create_queued_resource, queue_timeout_s=self.queue_timeout_s)
+                  if self.queued else self.control.create_node)
         self._vm_started = time.monotonic()
         self.vm_count += 1
         try:
@@ -321,13 +327,15 @@ def train_on_tpu(*, project: str, zone: str, node_name: str, stages: list[dict],
                  heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S,
                  startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
                  ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S, poll_s: float = DEFAULT_POLL_S,
-                 price_per_hour: float = DEFAULT_PRICE_PER_HOUR, api_endpoint: str | None = None) -> dict:
+                 price_per_hour: float = DEFAULT_PRICE_PER_HOUR, api_endpoint: str | None = None,
+                 queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S) -> dict:
     """Trains ``stages`` in order on one TPU VM named ``node_name``; always deletes it.
 
     ``stages``: dicts with ``stage``, ``config``, ``data`` (gs:// globs, comma-separated),
     ``model_dir`` (gs://), optional ``init_checkpoint`` (gs://), ``train_steps`` and ``overrides``
-    (Model Garden ``KEY=VALUE`` strings). Returns the model dir, final
-    metrics per stage, recreations, TPU-hours and the estimated cost.
+    (Model Garden ``KEY=VALUE`` strings). With ``queued``, the VM waits in the queue for capacity for
+    up to ``queue_timeout_s`` (hours, typically), then has ``ready_timeout_s`` to become READY.
+    Returns the model dir, final metrics per stage, recreations, TPU-hours and the estimated cost.
     """
     control.check_project(project)
     control.check_zone(zone)
@@ -336,6 +344,8 @@ def train_on_tpu(*, project: str, zone: str, node_name: str, stages: list[dict],
         raise BadInput(f"max_recreations {max_recreations!r}: must be >= 0")
     if price_per_hour is None or price_per_hour < 0:
         raise BadInput(f"price_per_hour {price_per_hour!r}: must be >= 0")
+    if queued and not (queue_timeout_s and queue_timeout_s > 0):
+        raise BadInput(f"queue timeout {queue_timeout_s!r} s: must be positive")
     tokenizer_dir = _check_gcs(tokenizer_dir, "tokenizer_dir")
     image = startup.check_image(trainer_image or images.image("train-tpu"))
     spec = NodeSpec(accelerator_type=accelerator_type, runtime_version=runtime_version, spot=spot,
@@ -347,7 +357,8 @@ def train_on_tpu(*, project: str, zone: str, node_name: str, stages: list[dict],
 
     run = _StageRun(tpu, node_name, spec, queued=queued, image=image, tokenizer_dir=tokenizer_dir,
                     train_steps=train_steps, heartbeat_timeout_s=heartbeat_timeout_s,
-                    startup_timeout_s=startup_timeout_s, ready_timeout_s=ready_timeout_s, poll_s=poll_s)
+                    startup_timeout_s=startup_timeout_s, ready_timeout_s=ready_timeout_s, poll_s=poll_s,
+                    queue_timeout_s=queue_timeout_s)
     with _SigtermCancels() as sigterm:
         try:
             run.run(stages, max_recreations)
@@ -398,6 +409,7 @@ def release_tpu(*, project: str, zone: str, node_name: str, api_endpoint: str | 
     log(f"released {result['node']}: node deleted={result['node_deleted']}, "
         f"queued resource deleted={result['queued_resource_deleted']}")
     return result
+
 
 def release_run(*, project: str, zone: str, run_id: str, variants: list[str], api_endpoint: str | None = None,
                 timeout_s: float = 900.0) -> list[dict]:

@@ -9,6 +9,13 @@ that bring their own framework.
 Every value that comes from a pipeline parameter (image, node name, URIs, config) is written with
 ``shlex.quote``: it reaches ``docker run`` as one inert argument, never as shell.
 
+The trainer container runs as root on the VM (``--user 0:0``): the TPU device files (``/dev/accel*``,
+``/dev/vfio/*``) belong to root there, and the image's own user (10001, what pods run as) cannot open
+them. On v5p, v5e and v6e TensorFlow reaches the TPU only through libtpu's PJRT plugin, so the
+container also gets ``NEXT_PLUGGABLE_DEVICE_USE_C_API=true`` and ``TF_PLUGGABLE_DEVICE_LIBRARY_PATH``
+(libtpu's library inside the train-tpu image); v2/v3/v4 use TensorFlow's built-in TPU runtime, where
+those settings must stay unset.
+
 What the script does on every boot: for each stage in order, skip it if its
 ``status/complete.json`` exists; otherwise pull the image (once), run ``bertja train ...
 --strategy tpu --tpu local`` in it (the trainer resumes from the latest checkpoint in its model
@@ -25,6 +32,9 @@ import shlex
 from components.errors import BadInput
 
 LOG_TAIL_LINES = 100
+# libtpu's shared library inside the train-tpu image: the libtpu wheel's ``libtpu/libtpu.so`` in the
+# image's virtual environment (/opt/bertja, python3.11: images/train-tpu.Dockerfile).
+LIBTPU_LIBRARY = "/opt/bertja/lib/python3.11/site-packages/libtpu/libtpu.so"
 STARTUP_SCRIPT_KEY = "startup-script"  # the GCE metadata key the guest agent runs at boot
 
 # registry[:port]/path[:tag][@sha256:digest], the subset of Docker references we accept.
@@ -113,8 +123,8 @@ run_stage() {  # MODEL_DIR BERTJA_ARGS...
   if stage_complete "$model_dir"; then say "already complete: $model_dir"; return 0; fi
   if ! pull_image; then report_failure "$model_dir" "could not pull the trainer image $IMAGE"; return 1; fi
   say "starting: bertja $*"
-  docker run --rm --privileged --net=host --ipc=host -e BERTJA_TPU_NODE="$NODE" \
-    --entrypoint bertja "$IMAGE" "$@"
+  docker run --rm --privileged --user 0:0 --net=host --ipc=host -e BERTJA_TPU_NODE="$NODE" \
+    __TRAINER_ENV__ --entrypoint bertja "$IMAGE" "$@"
   local rc=$?
   if [ "$rc" -ne 0 ]; then report_failure "$model_dir" "trainer exited with status $rc"; return "$rc"; fi
   if ! stage_complete "$model_dir"; then
@@ -128,9 +138,19 @@ say "all stages complete"
 """
 
 
+def trainer_env(accelerator_type: str) -> dict[str, str]:
+    """Environment the trainer container needs on this TPU generation (see the module docstring)."""
+    from components.tpu.control import PJRT_PLUGIN_GENERATIONS, parse_accelerator
+
+    if parse_accelerator(accelerator_type)[0] in PJRT_PLUGIN_GENERATIONS:
+        return {"NEXT_PLUGGABLE_DEVICE_USE_C_API": "true", "TF_PLUGGABLE_DEVICE_LIBRARY_PATH": LIBTPU_LIBRARY}
+    return {}
+
+
 def render_startup_script(*, node_name: str, image: str, stages: list[dict], tokenizer_dir: str,
-                          train_steps: int | None = None) -> str:
-    """The startup script for a VM that trains ``stages`` (dicts as in ``train_on_tpu``) in order."""
+                          accelerator_type: str, train_steps: int | None = None) -> str:
+    """The startup script for a VM of ``accelerator_type`` that trains ``stages`` (dicts as in
+    ``train_on_tpu``) in order."""
     if not stages:
         raise BadInput("stages: nothing to train")
     lines = []
@@ -142,6 +162,7 @@ def render_startup_script(*, node_name: str, image: str, stages: list[dict], tok
         "__IMAGE__": shlex.quote(check_image(image)),
         "__NODE__": shlex.quote(node_name),
         "__TAIL__": str(LOG_TAIL_LINES),
+        "__TRAINER_ENV__": " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in trainer_env(accelerator_type).items()),
         "__STAGES__": "\n".join(lines),
     }
     return re.sub("|".join(values), lambda m: values[m.group(0)], _TEMPLATE)
