@@ -1,4 +1,5 @@
-"""Applies a profile's Kubernetes settings to a task through kfp-kubernetes."""
+"""Applies a profile's platform settings to a task: CPU/memory limits on the task itself, the
+rest through kfp-kubernetes (only where the profile has Kubernetes platform config)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,22 @@ def apply(task, platform: Platform, step_class: str, *, uses_secrets: bool = Fal
     read-only root filesystem for step pods, so that is set only on the chart's Job.
     ``run_id_env``: the pod's ``pipeline/runid`` label as ``BERTJA_RUN_ID`` (the run id without
     a run-scoped input, which would defeat the cache; see ``components.run_identity``).
+    Without Kubernetes platform config (Vertex AI) a task gets only CPU and memory limits.
     """
+    res = platform.resources.get(step_class)
+    if res:
+        task.set_cpu_limit(res.cpu).set_memory_limit(res.memory)
+    if not platform.kubernetes:
+        return task
     if platform.resources:  # a cluster profile
         kubernetes.set_security_context(task, run_as_user=RUN_AS_USER, run_as_group=RUN_AS_USER, run_as_non_root=True)
         if run_id_env:
             kubernetes.use_field_path_as_env(task, env_name=run_identity.RUN_ID_ENV,
                                              field_path=run_identity.KFP_RUN_ID_FIELD_PATH)
-    res = platform.resources.get(step_class)
     if res:
-        task.set_cpu_request(res.cpu).set_cpu_limit(res.cpu)
-        task.set_memory_request(res.memory).set_memory_limit(res.memory)
-        kubernetes.set_timeout(task, res.timeout_s)
+        task.set_cpu_request(res.cpu).set_memory_request(res.memory)
+        if res.timeout_s:
+            kubernetes.set_timeout(task, res.timeout_s)
     for key, value in platform.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for t in platform.tolerations:

@@ -1,12 +1,14 @@
 """Run profiles: where and how big, as data. One DAG serves them all.
 
 A profile is parameter defaults (overriding the recipe's in ``parameters.py``),
-a pipeline root, and platform settings applied through ``kfp-kubernetes``. Adding
-a profile means adding a row here, never a code path.
+a pipeline root, and platform settings (``pipelines/platform.py`` applies them: CPU and
+memory on the task, the rest through ``kfp-kubernetes``). Adding a profile means adding a
+row here, never a code path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from components.errors import BadInput
@@ -18,18 +20,32 @@ SAMPLE = "package://pipelines/sample_data"
 class Resources:
     cpu: str
     memory: str
-    timeout_s: int  # the pod's activeDeadlineSeconds
+    timeout_s: int | None = None  # the pod's activeDeadlineSeconds (Kubernetes only)
 
 
 @dataclass(frozen=True)
 class Platform:
-    """Kubernetes settings per class of step (``data``, ``train``, ``convert``, ``control``)."""
+    """Settings per class of step (``data``, ``train``, ``convert``, ``control``)."""
 
     resources: dict[str, Resources] = field(default_factory=dict)
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict] = field(default_factory=list)
     # env var -> (secret name, key); only names of secrets, never values.
     secret_env: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Kubernetes platform config (kfp-kubernetes): security context, requests, timeouts, node
+    # selectors, tolerations, secrets, the run-id env var. It compiles to a second YAML document
+    # that Vertex AI cannot load; without it a task gets only CPU/memory limits (which Vertex
+    # sizes its machine from).
+    kubernetes: bool = True
+
+    def __post_init__(self):
+        if not self.kubernetes:
+            ignored = [name for name, value in (("node_selector", self.node_selector),
+                                                ("tolerations", self.tolerations), ("secret_env", self.secret_env),
+                                                ("timeout_s", [r for r in self.resources.values() if r.timeout_s]))
+                       if value]
+            if ignored:
+                raise ValueError(f"Platform(kubernetes=False) cannot apply {', '.join(ignored)}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,14 @@ _SMALL_DATA = {
     "stage2_train_steps": 40,
 }
 
+_GCP_RESOURCES = {
+    # Wikipedia shards at seq 512 are the largest streams; memory stays flat (issue 3).
+    "data": Resources(cpu="4", memory="8Gi", timeout_s=24 * 3600),
+    "train": Resources(cpu="1", memory="2Gi", timeout_s=40 * 24 * 3600),
+    "convert": Resources(cpu="4", memory="16Gi", timeout_s=6 * 3600),
+    "control": Resources(cpu="500m", memory="512Mi", timeout_s=3600),
+}
+
 PROFILES: dict[str, Profile] = {
     "local": Profile(
         name="local",
@@ -91,23 +115,29 @@ PROFILES: dict[str, Profile] = {
     ),
     "gcp": Profile(
         name="gcp",
-        description="GKE or Vertex AI Pipelines: real dumps, gs:// pipeline root, TPU VM training",
+        description="KFP on GKE (standalone or Kubeflow): real dumps, gs:// pipeline root, TPU VM training",
         parameters={"training_backend": "tpu"},
         data_parallelism=16,
         pipeline_root=None,  # required: --pipeline-root gs://BUCKET/PATH
         needs_gcs_root=True,
         platform=Platform(
-            resources={
-                # Wikipedia shards at seq 512 are the largest streams; memory stays flat (issue 3).
-                "data": Resources(cpu="4", memory="8Gi", timeout_s=24 * 3600),
-                "train": Resources(cpu="1", memory="2Gi", timeout_s=40 * 24 * 3600),
-                "convert": Resources(cpu="4", memory="16Gi", timeout_s=6 * 3600),
-                "control": Resources(cpu="500m", memory="512Mi", timeout_s=3600),
-            },
+            resources=_GCP_RESOURCES,
             node_selector={"cloud.google.com/gke-nodepool": "bertja-cpu"},
             tolerations=[{"key": "bertja/dedicated", "operator": "Equal", "value": "pipelines",
                           "effect": "NoSchedule"}],
         ),
+    ),
+    "vertex": Profile(
+        name="vertex",
+        description="Vertex AI Pipelines: the gcp profile's steps and sizes, one YAML document "
+                    "(no Kubernetes settings; each task runs as a Vertex custom job)",
+        parameters={"training_backend": "tpu"},
+        data_parallelism=16,
+        pipeline_root=None,  # required: --pipeline-root gs://BUCKET/PATH
+        needs_gcs_root=True,
+        # Vertex runs each task as a CustomJob: its 7-day default timeout applies (README: Vertex AI).
+        platform=Platform(kubernetes=False, resources={
+            step: dataclasses.replace(res, timeout_s=None) for step, res in _GCP_RESOURCES.items()}),
     ),
 }
 
