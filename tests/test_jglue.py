@@ -363,3 +363,103 @@ def test_cli_writes_the_table_and_rejects_bad_data_before_training(model_dir, tm
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and f"{valid}:7: label 2 is not one of" in proc.stderr
     assert "fine-tune" not in proc.stderr and not (tmp_path / "out2").exists()  # jsts (first) never trained
+
+
+# --- the pipeline's fetch (content identity) and the model card --------------------------------
+
+def _archive(kind: str, prefix: str = "JGLUE-1.3.0/") -> bytes:
+    import io
+    import tarfile
+    import zipfile
+
+    buffer = io.BytesIO()
+    files = {}
+    for folder in sorted(os.listdir(DATASETS)):
+        for name in sorted(os.listdir(os.path.join(DATASETS, folder))):
+            with open(os.path.join(DATASETS, folder, name), "rb") as f:
+                files[f"{prefix}datasets/{folder}/{name}"] = f.read()
+    files[f"{prefix}README.md"] = b"not a task file"
+    files[f"{prefix}datasets/../../evil/jsts-v1.3/train-v1.3.json"] = b"{}"  # never written outside
+    if kind == "zip":
+        with zipfile.ZipFile(buffer, "w") as z:
+            for name, data in files.items():
+                z.writestr(name, data)
+    else:
+        with tarfile.open(fileobj=buffer, mode="w:gz") as t:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_fetch_a_directory_with_its_content_identity(tmp_path, gcs):
+    from components import storage
+    from components.evaluate import fetch
+
+    source = tmp_path / "JGLUE"
+    shutil.copytree(DATA, source)
+    ident = fetch.identity(str(source))
+    assert set(json.loads(ident)) == {f"datasets/{d}/{s}-v{d.split('-v')[1]}.json"
+                                      for d in os.listdir(DATASETS) for s in ("train", "valid")}
+    assert fetch.identity(str(source / "datasets")) == ident  # the same data: the same cache key
+    out = tmp_path / "out"
+    result = fetch.fetch(str(source), ident, str(out))
+    assert result["tasks"] == ["marc_ja", "jsts", "jnli", "jsquad", "jcommonsenseqa"]
+    assert tasks.read_jglue_task(str(out), "jsquad")[3]["version"] == "1.3"
+    valid = source / "datasets" / "jnli-v1.3" / "valid-v1.3.json"
+    valid.write_text(valid.read_text(encoding="utf-8").replace("neutral", "entailment", 1), encoding="utf-8")
+    assert fetch.identity(str(source)) != ident  # changed bytes: a new cache key
+    with pytest.raises(BadInput, match="changed since their identity was taken"):
+        fetch.fetch(str(source), ident, str(tmp_path / "out2"))
+    assert fetch.identity("") == ""
+    with pytest.raises(BadInput, match="no JGLUE task folder"):
+        fetch.identity(str(tmp_path / "out" / "datasets" / "jsts-v1.3"))
+
+    remote = storage.join(gcs, "JGLUE")
+    storage.copy_tree(DATA, remote)
+    result = fetch.fetch(remote, fetch.identity(remote), str(tmp_path / "from-gcs"))
+    assert result["tasks"] == ["marc_ja", "jsts", "jnli", "jsquad", "jcommonsenseqa"]
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_fetch_an_https_archive_of_the_repository(tmp_path, kind):
+    from http_fixtures import FileServer, running
+
+    from components.evaluate import fetch
+
+    with running(FileServer()) as server:
+        url = server.add(f"/yahoojapan/JGLUE/archive/v1.3.0.{kind}", _archive(kind))
+        ident = fetch.identity(url)
+        assert json.loads(ident)["archive"]["etag"]
+        result = fetch.fetch(url, ident, str(tmp_path / "out"))
+        assert result["tasks"] == ["marc_ja", "jsts", "jnli", "jsquad", "jcommonsenseqa"]
+        assert not (tmp_path / "evil").exists() and not any("evil" in f for f in result["files"])
+        server.add(f"/broken.{kind}", b"not an archive")
+        with pytest.raises(BadInput, match=r"broken\..*not a readable archive"):
+            fetch.fetch(server.url(f"/broken.{kind}"), fetch.identity(server.url(f"/broken.{kind}")),
+                        str(tmp_path / "x"))
+        with pytest.raises(BadInput, match="must be an archive"):
+            fetch.identity(server.url("/yahoojapan/JGLUE"))
+
+
+def test_fetch_rejects_bad_lines_before_any_fine_tuning(tmp_path):
+    from components.evaluate import fetch
+
+    source = tmp_path / "JGLUE"
+    folder = _copy_task(source, "jcommonsenseqa")
+    (folder / "train-v1.3.json").write_text('{"q_id": 1, "question": "q", "label": 0}\n', encoding="utf-8")
+    with pytest.raises(BadInput, match=rf"{source}/datasets/jcommonsenseqa-v1\.3/train-v1\.3\.json:1: 'choice0' must"):
+        fetch.fetch(str(source), fetch.identity(str(source)), str(tmp_path / "out"))
+
+
+def test_model_card_carries_the_jglue_table(model_dir, tmp_path):
+    from components.publish.core import publish_model
+
+    table = "| Model | JSTS (pearson / spearman) |\n|---|---|\n| `m` (ours) | 0.500 / 0.250 |\n"
+    publish_model(model_dir, str(tmp_path / "release"), jglue_table=table)
+    card = (tmp_path / "release" / "README.md").read_text(encoding="utf-8")
+    assert "### JGLUE" in card and table.strip() in card
+    assert card.index("### JGLUE") < card.index("## Usage")
+    publish_model(model_dir, str(tmp_path / "plain"))
+    assert "JGLUE" not in (tmp_path / "plain" / "README.md").read_text(encoding="utf-8")

@@ -21,6 +21,7 @@ import time
 from components import storage
 from components.errors import BadInput
 from components.evaluate import finetune, tasks
+from components.evaluate.core import _local_model_dir
 
 RESULTS_FILE = "jglue.json"
 DETAILS_FILE = "jglue_details.json"
@@ -139,36 +140,63 @@ def render_table(results: dict, *, model_name: str, published: tuple[str, dict] 
 
 def evaluate_jglue(model_dir: str, *, output_dir: str, jglue_dir: str | None = None, task_names=None,
                    livedoor_dir: str | None = None, grid: str = "jglue", seeds: int = 1, seed: int = 0,
-                   max_examples: int | None = None) -> dict:
+                   max_examples: int | None = None, model_name: str | None = None) -> dict:
     """Reads and checks every asked-for task first, then fine-tunes task by task; writes the three
-    files (module doc) to ``output_dir`` and returns ``{"results", "details", "markdown", "files"}``.
+    files (module doc) to ``output_dir`` and returns :func:`write_results`'s dict.
 
     ``max_examples`` keeps the first N train and dev examples of each task (quick runs).
     """
-    from components.evaluate.core import _local_model_dir
-    from transformers import AutoTokenizer
-
     if not jglue_dir and not livedoor_dir:
         raise BadInput("give a JGLUE directory (--jglue) or a livedoor news directory (--livedoor)")
-    if grid not in GRIDS or seeds < 1 or (max_examples is not None and max_examples < 1):
-        raise BadInput(f"grid={grid!r}, seeds={seeds}, max_examples={max_examples}: grid one of "
-                       f"{', '.join(GRIDS)}, seeds and max_examples at least 1")
+    _check_settings(grid, seeds, max_examples)
     loaded = []  # every file is read and checked before the first fine-tuning
     if jglue_dir:
         loaded += [tasks.read_jglue_task(jglue_dir, name) for name in tasks.parse_tasks(task_names)]
     if livedoor_dir:
         loaded.append(tasks.read_livedoor(livedoor_dir, seed=seed))
+    local, tokenizer = _model(model_dir)
+    results = {task.name: _run(local, tokenizer, task, train, dev, data, grid, seeds, seed, max_examples)
+               for task, train, dev, data in loaded}
+    return write_results(results, output_dir=output_dir, model_dir=model_dir, model_name=model_name)
+
+
+def evaluate_task(model_dir: str, jglue_dir: str, name: str, *, grid: str = "jglue", seeds: int = 1,
+                  seed: int = 0, max_examples: int | None = None) -> dict:
+    """One JGLUE task (a pipeline task runs one each, in parallel): :func:`run_task`'s result."""
+    _check_settings(grid, seeds, max_examples)
+    task, train, dev, data = tasks.read_jglue_task(jglue_dir, tasks.parse_tasks(name)[0])
+    local, tokenizer = _model(model_dir)
+    return _run(local, tokenizer, task, train, dev, data, grid, seeds, seed, max_examples)
+
+
+def _check_settings(grid: str, seeds: int, max_examples: int | None) -> None:
+    if grid not in GRIDS or seeds < 1 or (max_examples is not None and max_examples < 1):
+        raise BadInput(f"grid={grid!r}, seeds={seeds}, max_examples={max_examples}: grid one of "
+                       f"{', '.join(GRIDS)}, seeds and max_examples at least 1")
+
+
+def _model(model_dir: str):
+    from transformers import AutoTokenizer
+
     local = _local_model_dir(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(local)
-    results = {}
-    for task, train, dev, data in loaded:
-        if max_examples:
-            train, dev = train[:max_examples], dev[:max_examples]
-        results[task.name] = {**run_task(local, tokenizer, task, train, dev, grid=grid, seeds=seeds, seed=seed),
-                              "data": data}
-    published = published_for(local)
-    model_name = storage.basename(model_dir.rstrip("/"))
-    markdown = render_table(results, model_name=model_name, published=published)
+    return local, AutoTokenizer.from_pretrained(local)
+
+
+def _run(local, tokenizer, task, train, dev, data, grid, seeds, seed, max_examples) -> dict:
+    if max_examples:
+        train, dev = train[:max_examples], dev[:max_examples]
+    return {**run_task(local, tokenizer, task, train, dev, grid=grid, seeds=seeds, seed=seed), "data": data}
+
+
+def write_results(results: dict, *, output_dir: str, model_dir: str, model_name: str | None = None) -> dict:
+    """Writes jglue.json, jglue_details.json and jglue.md for ``results`` (task -> :func:`run_task`'s
+    result); returns ``{"results", "details", "markdown", "files"}``."""
+    if not results:
+        raise BadInput("no JGLUE or livedoor results to report")
+    results = {t: results[t] for t in tasks.TASK_ORDER if t in results}
+    published = published_for(_local_model_dir(model_dir))
+    markdown = render_table(results, model_name=model_name or storage.basename(model_dir.rstrip("/")),
+                            published=published)
     summary = {t: r["metrics"] for t, r in results.items()}
     details = {"model_dir": model_dir, "tasks": results,
                "published": {"model": published[0], "scores": published[1]} if published else None}
@@ -177,3 +205,4 @@ def evaluate_jglue(model_dir: str, *, output_dir: str, jglue_dir: str | None = N
     storage.write_text(storage.join(output_dir, TABLE_FILE), markdown)
     return {"results": summary, "details": details, "markdown": markdown,
             "files": [RESULTS_FILE, DETAILS_FILE, TABLE_FILE]}
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from components import storage
 from components.publish.core import DEFAULT_LICENSE, publish_model
 
 
@@ -22,9 +23,11 @@ def main(argv: list[str], prog: str = "bertja publish") -> int:
                         help='training data sources, e.g. {"wikipedia": {"dump_date": "20240801"}, "cc-100": {...}}')
     parser.add_argument("--license", default=DEFAULT_LICENSE, help="model licence id (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing release")
+    parser.add_argument("--jglue-table", metavar="FILE.md", help="jglue.md from bertja evaluate --jglue, for the card")
     args = parser.parse_args(argv)
     summary = publish_model(args.model_dir, args.release_uri, metrics=args.metrics, model_name=args.model_name,
                             variant=args.variant, sources=args.sources, license_id=args.license,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite,
+                            jglue_table=storage.read_text(args.jglue_table) if args.jglue_table else None)
     print(json.dumps(summary, indent=2))
     return 0

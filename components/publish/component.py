@@ -9,8 +9,11 @@ from components.images import image
 @dsl.component(base_image=image("convert"), install_kfp_package=False)
 def publish_model(hf_model: Input[Model], evaluation: Input[Dataset], release_uri: str, variant: str,
                   model_size: str, wikipedia_dump_date: str, cc100_url: str, wikipedia_url: str,
-                  release: Output[Model]):
-    """Publishes to ``release_uri`` (or, when empty, into this artifact) with a generated README."""
+                  release: Output[Model], jglue: str = ""):
+    """Publishes to ``release_uri`` (or, when empty, into this artifact) with a generated README.
+    ``jglue``: the JGLUE report step's JSON (its table goes into the card); empty without JGLUE."""
+    import json
+
     from components import artifacts, storage
     from components.publish.core import publish_model as publish
     from components.publish.naming import model_name, release_name
@@ -25,6 +28,7 @@ def publish_model(hf_model: Input[Model], evaluation: Input[Dataset], release_ur
     result = publish(artifacts.data_root(hf_model.uri, hf_model.path), target, metrics=metrics,
                      model_name=model_name(model_size, variant), variant=variant,
                      sources={"wikipedia_dump_date": wikipedia_dump_date, "wikipedia_url": wikipedia_url,
-                              "cc100_url": cc100_url})
+                              "cc100_url": cc100_url},
+                     jglue_table=json.loads(jglue)["markdown"] if jglue else None)
     artifacts.write_manifest(release.path, {"release_uri": target, "stats": result})
     release.metadata.update({"release_uri": target, "variant": variant})

@@ -150,8 +150,9 @@ def _fmt(value) -> str:
 
 
 def render_model_card(*, model_name: str, variant: str, info: dict, metrics: dict | None,
-                      sources: list[dict], license_id: str = DEFAULT_LICENSE) -> str:
-    """The release's README.md: Hugging Face front matter, then what a user needs to know."""
+                      sources: list[dict], license_id: str = DEFAULT_LICENSE, jglue_table: str | None = None) -> str:
+    """The release's README.md: Hugging Face front matter, then what a user needs to know.
+    ``jglue_table``: ``bertja evaluate --jglue``'s jglue.md (the recipe's results table)."""
     datasets = sorted({d for s in sources if (d := _source_note(s["name"])[0])})
     front = ["---", "language: ja", f"license: {license_id}", "library_name: transformers",
              "pipeline_tag: fill-mask", "tags:", "- bert", "- japanese", "- fill-mask"]
@@ -211,6 +212,9 @@ def render_model_card(*, model_name: str, variant: str, info: dict, metrics: dic
         for item in fill[:5]:
             answers = ", ".join(f"{p['token']} ({p['score']:.3f})" for p in item["predictions"][:3])
             lines.append(f"- {item['sentence']} → {answers}")
+    if jglue_table:
+        lines += ["", "### JGLUE", "", "Fine-tuned on each task's train set and scored on dev, as the recipe's table:",
+                  "", jglue_table.strip()]
     lines += [
         "", "## Usage", "",
         "```bash", "pip install transformers torch fugashi unidic-lite", "```", "",
@@ -257,11 +261,12 @@ def _relative_files(model_dir: str) -> list[str]:
 def publish_model(model_dir: str, release_uri: str, *, metrics: dict | str | None = None,
                   model_name: str | None = None, variant: str | None = None,
                   sources: dict | list | str | None = None, license_id: str = DEFAULT_LICENSE,
-                  overwrite: bool = False) -> dict:
+                  overwrite: bool = False, jglue_table: str | None = None) -> dict:
     """Copies a converted model to ``release_uri`` with a model card, all or nothing (see module doc).
 
     ``metrics``: the evaluation's metrics dict or a metrics.json URI. ``sources``: training data,
     ``{name: detail}`` or a JSON URI (e.g. ``{"wikipedia": {"dump_date": "20240801"}}``).
+    ``jglue_table``: the JGLUE results table (Markdown) for the card.
     Returns ``{"release_uri", "model_name", "variant", "files", "num_parameters", "manifest"}``.
     """
     info = describe_model(model_dir)
@@ -287,7 +292,8 @@ def publish_model(model_dir: str, release_uri: str, *, metrics: dict | str | Non
         for rel in _relative_files(model_dir):
             files[rel] = _copy_hashing(storage.join(model_dir, rel), storage.join(staging, rel))
         card = render_model_card(model_name=model_name, variant=variant, info=info, metrics=metrics,
-                                 sources=source_list, license_id=license_id).encode("utf-8")
+                                 sources=source_list, license_id=license_id,
+                                 jglue_table=jglue_table).encode("utf-8")
         storage.write_bytes(storage.join(staging, MODEL_CARD), card)
         files[MODEL_CARD] = {"size": len(card), "sha256": hashlib.sha256(card).hexdigest()}
         manifest = {
