@@ -20,7 +20,7 @@ commands:
   down     delete the kind cluster
 
 environment (defaults):
-  KIND_CLUSTER=bertja  KIND_NODE_IMAGE=kindest/node:v1.33.1  KFP_VERSION=2.17.1
+  KIND_CLUSTER=bertja  KIND_NODE_IMAGE=kindest/node:v1.33.1  KFP_VERSION=2.17.0 (at least 2.17.0)
   NAMESPACE=kubeflow   RELEASE=bertja  EXPERIMENT=bert-japanese-kind  API_PORT=8888
   PYTHON=.venv/bin/python  PRINT=0
 EOF
@@ -28,7 +28,11 @@ EOF
 
 KIND_CLUSTER=${KIND_CLUSTER:-bertja}
 KIND_NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.33.1}
-KFP_VERSION=${KFP_VERSION:-2.17.1}
+# A released kubeflow/pipelines tag (2.17.0: its manifests are the ones applied below). The minimum
+# is 2.17.0: older launchers download the sibling {uri}_data/ prefix along with an input artifact
+# (DownloadBlob listed by bare prefix; kubeflow/pipelines#12928, first in 2.17.0, keeps to {uri}/).
+KFP_VERSION=${KFP_VERSION:-2.17.0}
+KFP_MIN_VERSION=2.17.0
 NAMESPACE=${NAMESPACE:-kubeflow}
 RELEASE=${RELEASE:-bertja}
 EXPERIMENT=${EXPERIMENT:-bert-japanese-kind}
@@ -57,7 +61,20 @@ kubectl_() { run kubectl --context "$CONTEXT" "$@"; }
 image_table() { "$PYTHON" -m components.images "$@"; }
 version() { "$PYTHON" -m components.images --version; }
 
+check_kfp_version() {
+  if [[ ! $KFP_VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    echo "KFP_VERSION=$KFP_VERSION: expected a KFP release tag like $KFP_MIN_VERSION" >&2
+    return 2
+  fi
+  if [[ $(printf '%s\n%s\n' "$KFP_MIN_VERSION" "$KFP_VERSION" | sort -V | head -n 1) != "$KFP_MIN_VERSION" ]]; then
+    echo "KFP_VERSION=$KFP_VERSION: this pipeline needs KFP >= $KFP_MIN_VERSION (older launchers copy each" \
+      "artifact's {uri}_data/ prefix into the pods that read it)" >&2
+    return 2
+  fi
+}
+
 cmd_up() {
+  check_kfp_version
   if [[ $PRINT != 1 ]] && kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
     echo "kind cluster $KIND_CLUSTER exists; reusing it" >&2
   else

@@ -59,6 +59,30 @@ def test_up_creates_a_pinned_cluster_and_installs_a_pinned_kfp_release():
     assert all(option(c, "--context") == "kind-bertja" for c in commands if c[0] == "kubectl")
 
 
+# A kubeflow/pipelines tag that exists (2.17.1 was announced, but no tag could be confirmed) and has
+# the launcher fix the {uri}_data/ artifact layout needs (kubeflow/pipelines#12928, first in 2.17.0).
+KFP_RELEASE = "2.17.0"
+
+
+def test_kfp_is_pinned_to_a_confirmed_release_the_same_in_script_and_readme():
+    refs = {c.split("?ref=")[1] for cmd in planned("up") for c in cmd if "?ref=" in c}
+    assert refs == {KFP_RELEASE}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert re.findall(r"^export PIPELINE_VERSION=(\S+)", readme, re.M) == [KFP_RELEASE]
+    assert re.findall(r"KFP standalone (\d+\.\d+\.\d+)", readme) == [KFP_RELEASE]
+    assert "kubeflow/pipelines#12928" in readme
+
+
+@pytest.mark.parametrize("version, message", [("2.16.1", "needs KFP >= 2.17.0"), ("2.15.0", "needs KFP >= 2.17.0"),
+                                              ("master", "expected a KFP release tag")])
+def test_a_kfp_older_than_the_launcher_fix_is_refused_before_anything_runs(version, message):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KIND_", "KFP_"))}
+    result = subprocess.run([str(SCRIPT), "--dry-run", "up"], cwd=ROOT, env={**env, "KFP_VERSION": version},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+    assert result.stdout == ""  # not even the cluster
+
+
 def test_images_are_built_from_components_images_and_loaded_into_kind():
     commands = planned("images")
     builds = [c for c in commands if c[:2] == ["docker", "build"]]
@@ -113,12 +137,12 @@ def test_run_compiles_the_kind_profile_and_submits_it():
 
 
 def test_settings_come_from_the_environment_and_images_from_one_place():
-    env = {"KIND_CLUSTER": "lab", "KFP_VERSION": "2.15.0", "BERTJA_IMAGE_REGISTRY": "localhost:5001/bertja",
+    env = {"KIND_CLUSTER": "lab", "KFP_VERSION": "2.17.2", "BERTJA_IMAGE_REGISTRY": "localhost:5001/bertja",
            "BERTJA_IMAGE_TAG": "dev1"}
     commands = planned("all", env=env)
     assert option(commands[0], "--name") == "lab"
     assert all(option(c, "--context") == "kind-lab" for c in commands if c[0] == "kubectl" and "--context" in c)
-    assert all(c.split("?ref=")[1] == "2.15.0" for cmd in commands for c in cmd if "?ref=" in c)
+    assert all(c.split("?ref=")[1] == "2.17.2" for cmd in commands for c in cmd if "?ref=" in c)
     tags = {option(c, "--tag") for c in commands if c[:2] == ["docker", "build"]}
     assert tags == {f"localhost:5001/bertja/{images.IMAGES[key][0]}:dev1" for key in images.cluster_images()}
     order = [c[0] if c[0] != sys.executable else c[3] for c in commands]
