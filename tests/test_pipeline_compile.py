@@ -105,8 +105,10 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
         image_ref = train.inputs.parameters["trainer_image"].runtime_value.constant.string_value
         assert image_ref == images.image("train-tpu"), image_ref
     # each variant's sub-pipeline runs only when the run's `variants` parameter selects it
-    conditions = [t for _o, _n, t in tasks if t.trigger_policy.condition]
+    conditions = [t for _o, _n, t in tasks if "variant-selected" in t.trigger_policy.condition]
     assert len(conditions) == len(parameters.VARIANTS)
+    # and within each, JGLUE or not (tests/test_jglue.py checks that branch)
+    assert len([t for _o, _n, t in tasks if "jglue_uri" in t.trigger_policy.condition]) == 2 * len(parameters.VARIANTS)
     for cond in conditions:
         assert "variant-selected" in cond.trigger_policy.condition
         inner = spec.components[cond.component_ref.name].dag.tasks
@@ -115,7 +117,7 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
     for _owner, name, task in tasks:
         if task.component_ref.name in spec.components and spec.components[task.component_ref.name].HasField("dag"):
             continue
-        expected = name not in ("resolve-sources", "release-compute")
+        expected = name not in ("resolve-sources", "release-compute", "jglue-identity")
         assert task.caching_options.enable_cache is expected, name
 
 
@@ -207,15 +209,21 @@ def test_no_cached_task_takes_a_run_scoped_placeholder(tmp_path, profile):
                 assert not spec.components[task.component_ref.name].HasField("dag"), (name, key)
                 assert not task.caching_options.enable_cache, (name, key, value)
     assert takers == ["release-compute"]
+    # ...nor does any component's code (a launcher resolves placeholders in command and args too).
+    for name, executor in deployment(spec).executors.items():
+        code = "\n".join([*executor.container.command, *executor.container.args])
+        assert not any(p in code for p in RUN_SCOPED), name
 
 
-@pytest.mark.parametrize("profile", ["kind", "gcp"])
+@pytest.mark.parametrize("profile", ["kind", "gcp", "vertex"])
 def test_cluster_tasks_read_the_run_id_from_the_pod_label_and_training_retries(tmp_path, profile):
     from components import run_identity
 
     spec, platform = compile_to(tmp_path, profile)
     cfgs = k8s_configs(platform)
-    for component in ("comp-train-model", "comp-release-compute"):
+    if profile == "vertex":  # no Kubernetes config: the run id comes from Vertex's run labels (env)
+        assert not cfgs
+    for component in ("comp-train-model", "comp-release-compute") if cfgs else ():
         (env,) = cfgs[spec.components[component].executor_label].field_path_as_env
         assert (env.name, env.field_path) == ("BERTJA_RUN_ID", "metadata.labels['pipeline/runid']")
         assert env.field_path == run_identity.KFP_RUN_ID_FIELD_PATH
@@ -225,7 +233,7 @@ def test_cluster_tasks_read_the_run_id_from_the_pod_label_and_training_retries(t
         assert policy.max_retry_count == 3 and policy.backoff_duration.seconds == 120
         assert policy.backoff_factor == 2.0 and policy.backoff_max_duration.seconds == 3600
         root = train.inputs.parameters["training_root"].runtime_value.constant.string_value
-        assert root == ("gs://bertja-test/root/bertja-training" if profile == "gcp" else "")  # kind: MinIO root
+        assert root == ("" if profile == "kind" else "gs://bertja-test/root/bertja-training")  # kind: MinIO root
     # Only training retries: a data step failing is a bug to read, not to repeat.
     assert all(not t.HasField("retry_policy") for _o, n, t in all_tasks(spec) if n != "train-model")
 

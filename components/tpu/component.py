@@ -13,8 +13,8 @@ def release_compute(backend: str, run_id: str, variants: List[str], gcp_project:
 
     Node names are derived from the run id, not read from the train task: an exit task may
     not depend on tasks inside its exit handler, and it must work even when the train task
-    never reported anything. Never cached, so it may take ``{{$.pipeline_job_uuid}}``; the
-    backend's own run id wins where there is one, as in the train task.
+    never reported anything. Never cached, so it may take the run-id placeholder as an input;
+    the backend's own run id wins where there is one, as in the train task.
     """
     if backend != "tpu":
         print(f"training_backend={backend!r}: no cloud compute to release")
