@@ -31,6 +31,10 @@ KFP_RUN_ID_LABEL = "pipeline/runid"
 KFP_RUN_ID_FIELD_PATH = f"metadata.labels['{KFP_RUN_ID_LABEL}']"
 VERTEX_LABELS_ENV = "VERTEX_AI_PIPELINES_RUN_LABELS"
 VERTEX_RUN_LABEL = "vertex-ai-pipelines-run-billing-id"
+# The backend whose run id names a VM (its ``bertja-backend`` label): the TPU janitor asks
+# KFP's API only about ``kfp`` VMs, so a Vertex or local run's VM is never taken for a
+# vanished KFP run.
+BACKEND_OF_SOURCE = {RUN_ID_ENV: "kfp", VERTEX_LABELS_ENV: "vertex"}
 
 
 def find_run_id(environ=None) -> tuple[str, str] | None:
@@ -48,6 +52,13 @@ def find_run_id(environ=None) -> tuple[str, str] | None:
         if value:
             return value, f"{VERTEX_LABELS_ENV}[{VERTEX_RUN_LABEL}]"
     return None
+
+
+def backend_of(found: tuple[str, str] | None) -> str:
+    """``kfp``, ``vertex`` or ``local`` for what ``find_run_id`` returned."""
+    if found is None:
+        return "local"
+    return BACKEND_OF_SOURCE[found[1].split("[", 1)[0]]
 
 
 def current_run_id(default: str | None = None, environ=None) -> str | None:

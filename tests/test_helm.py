@@ -518,7 +518,8 @@ def test_the_janitor_cronjob_command_runs_against_the_apis(tmp_path):
         finished = str(uuid.uuid4())
         api.add_run(finished, "SUCCEEDED")
         TpuControl("my-project", "us-central1-b", api_endpoint=tpu.endpoint, poll_s=0.02).create_node(
-            "bertja-old", NodeSpec(labels={"bertja-run": finished, "bertja-variant": "character"}), timeout_s=30)
+            "bertja-old", NodeSpec(labels={"bertja-run": finished, "bertja-variant": "character",
+                                          "bertja-backend": "kfp"}), timeout_s=30)
         path = "projects/my-project/locations/us-central1-b/nodes/bertja-old"
         tpu.backdate(path, 7201)
         result = run_container(container, tmp_path, {"--kfp-endpoint": api.endpoint},

@@ -42,7 +42,7 @@ def make(tpu, name: str, run_id: str | None, *, age: float = OLD, queued: bool =
     control = TpuControl(PROJECT, ZONE, api_endpoint=tpu.endpoint, poll_s=0.02)
     labels = dict(labels or {})
     if run_id is not None:
-        labels.update({"bertja-run": run_id, "bertja-variant": "wordpiece"})
+        labels.update({"bertja-run": run_id, "bertja-variant": "wordpiece", "bertja-backend": "kfp"})
     spec = NodeSpec(labels=labels)
     (control.create_queued_resource if queued else control.create_node)(name, spec, timeout_s=30)
     tpu.backdate(_path(name), age)
@@ -77,6 +77,9 @@ def test_gc_deletes_what_finished_or_vanished_runs_left_and_keeps_the_rest(tpu, 
     make(tpu, "qr-succeeded", runs["SUCCEEDED"], queued=True)
     young = make(tpu, "node-young", runs["SUCCEEDED"], age=60)
     foreign = make(tpu, "node-foreign", None, labels={"team": "nlp"})  # not ours: never looked at
+    # A Vertex run's VM: its run id means nothing to KFP (a 404 there), so it is never looked at.
+    vertex = make(tpu, "node-vertex", None, labels={"bertja-run": "8717761889699889152", "bertja-variant": "wordpiece",
+                                                    "bertja-backend": "vertex"})
     kfp.requests.clear()
 
     rc, summary, log = gc(tpu, kfp)
@@ -90,7 +93,7 @@ def test_gc_deletes_what_finished_or_vanished_runs_left_and_keeps_the_rest(tpu, 
     for name in deleted:
         assert tpu.node_state(_path(name)) is None, name
     assert _path("qr-succeeded", "queuedResources") not in tpu.queued
-    for name in kept | {foreign}:
+    for name in kept | {foreign, vertex}:
         assert tpu.node_state(_path(name)) == "READY", name
     reasons = {e["name"]: e["reason"] for e in summary["kept"] + summary["deleted"]}
     assert reasons["node-gone"] == f"run {gone_run} not found in KFP (deleted)"

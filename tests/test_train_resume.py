@@ -125,6 +125,7 @@ def test_a_killed_controller_and_a_resubmitted_run_resume_from_the_checkpoint(tp
     node_a = orchestrate.tpu_node_name(run_a, VARIANT)
     (created_a,) = tpu.created
     assert created_a["labels"]["bertja-run"] == run_a and created_a["labels"]["bertja-variant"] == VARIANT
+    assert created_a["labels"]["bertja-backend"] == "kfp"
     assert tpu.node_state(_node_path(node_a)) == "READY"  # nobody cleaned up yet
 
     # Run A's exit task: its {{$.pipeline_job_uuid}} input names the same VM the train task created.
@@ -169,6 +170,7 @@ def test_vertex_run_labels_name_the_vm_for_both_the_train_and_the_exit_task(tpu,
     node = orchestrate.tpu_node_name("8717761889699889152", VARIANT)
     assert result["node_name"] == node and result["run_id"] == "8717761889699889152"
     assert tpu.created[0]["labels"]["bertja-run"] == "8717761889699889152"
+    assert tpu.created[0]["labels"]["bertja-backend"] == "vertex"  # the TPU janitor leaves it alone
     # Vertex resolves the exit task's {{$.pipeline_job_uuid}} to its own value; the labels still win.
     orchestrate.TpuControl(PROJECT, ZONE, api_endpoint=tpu.endpoint, poll_s=0.1).create_node(
         node, orchestrate.NodeSpec())  # as if the train task's VM were left behind

@@ -3,8 +3,9 @@
 The train task deletes its VM when it ends or gets SIGTERM, and the exit handler deletes it
 again; but a terminated Argo workflow can skip its exit handler, and a pod killed with SIGKILL
 runs nothing. The train task labels what it creates with ``bertja-run`` (the KFP run id,
-lowercased, its last 63 characters) and ``bertja-variant``; this janitor lists the labelled
-nodes and queued resources in one project and zone, asks the KFP API for each run's state and
+lowercased, its last 63 characters), ``bertja-variant`` and ``bertja-backend`` (where the run
+id came from: ``kfp``, ``vertex``, ``local``); this janitor lists the nodes and queued
+resources in one project and zone labelled as made by a KFP run, asks the KFP API for each run's state and
 deletes those whose run has finished or no longer exists.
 
 It deletes only on certainty: a run that is RUNNING, PENDING, PAUSED or CANCELING, in a state it
@@ -28,6 +29,9 @@ from components.tpu import control
 
 RUN_LABEL = "bertja-run"
 VARIANT_LABEL = "bertja-variant"
+# Only VMs of KFP runs: a Vertex or local run id means nothing to the KFP API (a 404 there
+# would read as "run vanished" and delete a live VM).
+BACKEND_LABEL = ("bertja-backend", "kfp")
 LABEL_MAX = 63  # a GCP label value's limit: the train task keeps the run id's last 63 characters
 LIVE_STATES = frozenset({"PENDING", "RUNNING", "PAUSED", "CANCELING"})
 DONE_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"})
@@ -127,7 +131,8 @@ class Resource:
 
 def _labelled(labels) -> bool:
     labels = dict(labels or {})
-    return bool(labels.get(RUN_LABEL)) and labels.get(control.MANAGED_BY_LABEL[0]) == control.MANAGED_BY_LABEL[1]
+    return (bool(labels.get(RUN_LABEL)) and labels.get(BACKEND_LABEL[0]) == BACKEND_LABEL[1]
+            and labels.get(control.MANAGED_BY_LABEL[0]) == control.MANAGED_BY_LABEL[1])
 
 
 def find_ours(tpu: control.TpuControl) -> list[Resource]:

@@ -214,11 +214,12 @@ class DirLease:
         return False
 
 
-def _with_run(tpu: dict, variant: str, run_id: str) -> dict:
+def _with_run(tpu: dict, variant: str, run_id: str, backend: str) -> dict:
     """TPU settings + the node name and labels of this run (the exit task derives the same name)."""
     from components.tpu.control import tpu_node_name
 
-    labels = {**(tpu.get("labels") or {}), "bertja-run": run_id[-63:].lower(), "bertja-variant": variant}
+    labels = {**(tpu.get("labels") or {}), "bertja-run": run_id[-63:].lower(), "bertja-variant": variant,
+              "bertja-backend": backend}
     return {**tpu, "node_name": tpu_node_name(run_id, variant), "labels": labels}
 
 
@@ -246,7 +247,7 @@ def train_variant(*, variant: str, model_size: str, stage1_shards: list[dict], s
         if run_id is None:  # kfp.local: nothing names the run; this name is new per execution
             run_id = f"local-{uuid.uuid4().hex[:12]}"
         print(f"run id {run_id} ({found[1] if found else 'no backend source: a new id'})", file=sys.stderr)
-        tpu = _with_run(tpu, variant, run_id)
+        tpu = _with_run(tpu, variant, run_id, run_identity.backend_of(found))
     storage.write_text(storage.join(root, INPUTS_FILE), json.dumps(identity, indent=2, sort_keys=True) + "\n")
     print(f"training dir {root} (key {training_key(identity)})", file=sys.stderr, flush=True)
     owner = run_id or f"{socket.gethostname()}:{os.getpid()}"
