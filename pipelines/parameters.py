@@ -70,6 +70,10 @@ class PipelineParameters:
     tpu_price_per_hour: float = 8.0
     # --- release
     release_uri: str = ""  # empty: keep the published model under the pipeline root only
+    # --- evaluation: JGLUE's repository (gs:// or local directory) or an archive of it; empty: none
+    jglue_uri: str = ""
+    jglue_grid: str = "jglue"  # JGLUE's lr x epochs grid, or "quick" (one point) for small runs
+    jglue_seeds: int = 1
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -159,7 +163,21 @@ def validate(values: dict, for_run: bool = True) -> dict:
         _check_tpu(values)
     if values.get("release_uri"):
         check_uri("release_uri", values["release_uri"])
+    if values.get("jglue_uri"):
+        need("://" not in values["jglue_uri"] or values["jglue_uri"].startswith(("https://", "http://", "gs://", "file://")),
+             "jglue_uri", "must be empty (no JGLUE), or JGLUE's directory or an archive of it (https, gs, file or a path)")
+        check_uri("jglue_uri", values["jglue_uri"])
+    if "jglue_grid" in values:
+        need(values["jglue_grid"] in _jglue_grids(), "jglue_grid", "must be 'jglue' (JGLUE's grid) or 'quick'")
+    if "jglue_seeds" in values:
+        need(int(values["jglue_seeds"]) >= 1, "jglue_seeds", "must be a positive integer")
     return values
+
+
+def _jglue_grids():
+    from components.evaluate.jglue import GRIDS  # deferred: evaluation code only when checked
+
+    return GRIDS
 
 
 def _check_tpu(values: dict) -> None:

@@ -21,7 +21,8 @@ from kfp.dsl import Dataset, Model
 from components.convert.component import convert_model
 from components.corpus.component import sample_corpus, split_corpus, wiki_corpus
 from components.download.component import download_source, resolve_sources
-from components.evaluate.component import evaluate_model
+from components.evaluate.component import (evaluate_model, fetch_jglue, finetune_jglue, jglue_identity,
+                                           jglue_report, no_jglue)
 from components.images import image
 from components.pretraining_data.component import pretraining_data
 from components.publish.component import publish_model
@@ -62,6 +63,7 @@ def build(profile: Profile):
         gcp_project: str, gcp_zone: str, tpu_accelerator_type: str, tpu_runtime_version: str, tpu_spot: bool,
         tpu_queued: bool, tpu_network: str, tpu_subnetwork: str, tpu_service_account: str,
         tpu_price_per_hour: float, release_uri: str, wikipedia_dump_date: str, wikipedia_url: str, cc100_url: str,
+        jglue_uri: str, jglue: Dataset, jglue_tasks: List[str], jglue_grid: str, jglue_seeds: int,
     ) -> Model:
         tokenizer = on(variant_tokenizer(variant=variant, wordpiece=wordpiece))
 
@@ -107,10 +109,22 @@ def build(profile: Profile):
                        "convert")
         evaluated = on(evaluate_model(hf_model=converted.outputs["hf_model"],
                                       heldout=dsl.Collected(heldout.outputs["examples"])), "convert")
+        # JGLUE: one pod per task, in parallel; each runs its task's whole grid and picks on dev (so
+        # the choice needs no further step and a task's points share one model load), then the table.
+        with dsl.If(jglue_uri != "", name="jglue"):
+            with dsl.ParallelFor(jglue_tasks, name="jglue-tasks") as jglue_task:
+                tuned = on(finetune_jglue(hf_model=converted.outputs["hf_model"], jglue=jglue, task=jglue_task,
+                                          grid=jglue_grid, seeds=jglue_seeds), "convert")
+            jglue_table = on(jglue_report(hf_model=converted.outputs["hf_model"],
+                                          results=dsl.Collected(tuned.outputs["result"]), model_size=model_size,
+                                          variant=variant), "convert")
+        with dsl.Else(name="no-jglue"):
+            no_table = on(no_jglue(), "control")
         published = on(publish_model(
             hf_model=converted.outputs["hf_model"], evaluation=evaluated.outputs["results"],
             release_uri=release_uri, variant=variant, model_size=model_size,
-            wikipedia_dump_date=wikipedia_dump_date, cc100_url=cc100_url, wikipedia_url=wikipedia_url),
+            wikipedia_dump_date=wikipedia_dump_date, cc100_url=cc100_url, wikipedia_url=wikipedia_url,
+            jglue=dsl.OneOf(jglue_table.outputs["Output"], no_table.output)),
             "convert", uses_secrets=True)
         return published.outputs["release"]
 
@@ -159,6 +173,9 @@ def build(profile: Profile):
         tpu_service_account: str = D.tpu_service_account,
         tpu_price_per_hour: float = D.tpu_price_per_hour,
         release_uri: str = D.release_uri,
+        jglue_uri: str = D.jglue_uri,
+        jglue_grid: str = D.jglue_grid,
+        jglue_seeds: int = D.jglue_seeds,
     ):
         release = on(release_compute(backend=training_backend, run_id=RUN_ID, variants=variants,
                                      gcp_project=gcp_project, gcp_zone=gcp_zone), "control", run_id_env=True)
@@ -189,6 +206,10 @@ def build(profile: Profile):
                                        identity=sources.outputs["cc100_identity"], extract_member=""))
             unidic = on(download_source(url=sources.outputs["unidic_url"],
                                         identity=sources.outputs["unidic_identity"], extract_member="lex.csv"))
+            # JGLUE (optional, for evaluation): fetched once for every variant, cached by its content.
+            jglue_id = on(jglue_identity(jglue_uri=jglue_uri), "control").after(checked)
+            jglue_id.set_caching_options(False)
+            jglue = on(fetch_jglue(jglue_uri=jglue_uri, identity=jglue_id.output))
             # 3. Wikipedia sentences (MeCab), filtered by length.
             wiki = on(wiki_corpus(wikipedia=wiki_dump.outputs["data"], min_sentence_length=min_sentence_length,
                                   max_sentence_length=max_sentence_length, mecab_dic=mecab_dic))
@@ -229,7 +250,9 @@ def build(profile: Profile):
                         tpu_service_account=tpu_service_account,
                         tpu_price_per_hour=tpu_price_per_hour, release_uri=release_uri,
                         wikipedia_dump_date=sources.outputs["wikipedia_dump_date"],
-                        wikipedia_url=sources.outputs["wikipedia_url"], cc100_url=sources.outputs["cc100_url"])
+                        wikipedia_url=sources.outputs["wikipedia_url"], cc100_url=sources.outputs["cc100_url"],
+                        jglue_uri=jglue_uri, jglue=jglue.outputs["jglue"], jglue_tasks=jglue.outputs["Output"],
+                        jglue_grid=jglue_grid, jglue_seeds=jglue_seeds)
 
     return bert_japanese
 

@@ -463,3 +463,39 @@ def test_model_card_carries_the_jglue_table(model_dir, tmp_path):
     assert card.index("### JGLUE") < card.index("## Usage")
     publish_model(model_dir, str(tmp_path / "plain"))
     assert "JGLUE" not in (tmp_path / "plain" / "README.md").read_text(encoding="utf-8")
+
+
+def test_pipeline_fetches_jglue_once_and_fine_tunes_each_task_in_parallel_per_variant(tmp_path):
+    from test_pipeline_compile import all_tasks, compile_to
+
+    from pipelines import parameters
+
+    spec, _platform = compile_to(tmp_path, "gcp")
+    assert spec.root.input_definitions.parameters["jglue_uri"].default_value.string_value == ""
+    tasks_ = all_tasks(spec)
+    by_name = {}
+    for owner, name, task in tasks_:
+        by_name.setdefault(name, []).append((owner, task))
+    # identity (never cached) -> fetch (cached on it), once for every variant, beside the other downloads
+    (fetch_owner, fetch_task), = by_name["fetch-jglue"]
+    (_o, ident), = by_name["jglue-identity"]
+    assert fetch_task.caching_options.enable_cache and not ident.caching_options.enable_cache
+    assert fetch_task.inputs.parameters["identity"].task_output_parameter.producer_task == "jglue-identity"
+    assert fetch_owner == by_name["wiki-corpus"][0][0]
+    # per variant: a loop over the fetched task names with one fine-tuning per task, then the table
+    loops = [(o, t) for o, n, t in tasks_ if t.HasField("parameter_iterator")
+             and any(x.startswith("finetune-jglue") for x in spec.components[t.component_ref.name].dag.tasks)]
+    assert len(loops) == len(parameters.VARIANTS)
+    for _owner, loop in loops:
+        assert "jglue_tasks" in loop.parameter_iterator.items.input_parameter
+    reports = by_name["jglue-report"]
+    assert len(reports) == len(parameters.VARIANTS)
+    for _owner, report in reports:
+        assert report.inputs.artifacts["results"].task_output_artifact.producer_task.startswith("for-loop")
+    # the card's table comes from the report, or from no-jglue when jglue_uri is empty
+    for owner, publish in by_name["publish-model"]:
+        source = publish.inputs.parameters["jglue"].task_output_parameter
+        branches = spec.components[owner].dag.tasks[source.producer_task]
+        oneof = spec.components[branches.component_ref.name].dag.outputs.parameters[source.output_parameter_key]
+        assert sorted(s.output_parameter_key for s in oneof.value_from_oneof.parameter_selectors) == [
+            "pipelinechannel--jglue-report-Output", "pipelinechannel--no-jglue-Output"]

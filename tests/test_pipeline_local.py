@@ -53,5 +53,5 @@ def test_second_run_is_served_from_the_cache(two_runs):
     assert len(runs) == 2, runs
     second_run_dir = os.path.join(out, "pipeline-root", runs[1])
     ran = sorted(os.listdir(second_run_dir))
-    # only source resolution and the exit task (never cached) run again; every other step is a cache hit
-    assert ran == ["release-compute", "resolve-sources"], ran
+    # only source and JGLUE identities and the exit task (never cached) run again; every other step is a cache hit
+    assert ran == ["jglue-identity", "release-compute", "resolve-sources"], ran
