@@ -13,11 +13,23 @@ import unicodedata
 from components.errors import BadInput
 
 KNOWN_DICTIONARIES = ("unidic_lite", "unidic", "ipadic")
+# ``mecab_dic="none"``: no word split. SentencePiece presets mask single tokens,
+# as those systems did; a step that still needs MeCab (sentence splitting in the
+# corpus) uses the default dictionary for it.
+NO_WORD_SPLIT = "none"
+MECAB_DIC_CHOICES = (*KNOWN_DICTIONARIES, NO_WORD_SPLIT)
+
+
+def check_mecab_dic(mecab_dic: str, what: str = "mecab_dic") -> str:
+    """``mecab_dic`` itself if it is a known name, ``none`` or a directory; else BadInput."""
+    if mecab_dic in MECAB_DIC_CHOICES or os.path.isdir(mecab_dic):
+        return mecab_dic
+    raise BadInput(f"{what}={mecab_dic!r}: not one of {MECAB_DIC_CHOICES} nor a dictionary directory")
 
 
 def dictionary_dir(mecab_dic: str) -> str:
     """The dictionary directory for a known name, or ``mecab_dic`` itself if it is a directory."""
-    if mecab_dic == "unidic_lite":
+    if mecab_dic in ("unidic_lite", NO_WORD_SPLIT):
         import unidic_lite
 
         return unidic_lite.DICDIR
@@ -35,11 +47,16 @@ def dictionary_dir(mecab_dic: str) -> str:
         return ipadic.DICDIR
     if os.path.isdir(mecab_dic):
         return mecab_dic
-    raise BadInput(f"mecab_dic={mecab_dic!r}: not one of {KNOWN_DICTIONARIES} nor a dictionary directory")
+    raise BadInput(f"mecab_dic={mecab_dic!r}: not one of {MECAB_DIC_CHOICES} nor a dictionary directory")
 
 
 def tagger_args(mecab_dic: str) -> str:
+    """fugashi options for the dictionary; ipadic's own ``MECAB_ARGS`` (as transformers passes them)."""
     dicdir = dictionary_dir(mecab_dic)
+    if mecab_dic == "ipadic":
+        import ipadic
+
+        return ipadic.MECAB_ARGS
     rc = os.path.join(dicdir, "mecabrc")
     rc = rc if os.path.isfile(rc) else os.devnull
     return f'-d "{dicdir}" -r "{rc}"'
@@ -50,6 +67,13 @@ def generic_tagger(mecab_dic: str = "unidic_lite"):
     import fugashi
 
     return fugashi.GenericTagger(tagger_args(mecab_dic))
+
+
+def word_splitter(mecab_dic: str, do_lower_case: bool = False) -> "WordSplitter | None":
+    """The MeCab word splitter, or None for ``mecab_dic="none"`` (tokens are not grouped into words)."""
+    if check_mecab_dic(mecab_dic) == NO_WORD_SPLIT:
+        return None
+    return WordSplitter(mecab_dic, do_lower_case)
 
 
 class WordSplitter:

@@ -274,3 +274,28 @@ def test_cli_train_and_character(tmp_path, corpus, capsys):
     assert read_vocab(tmp_path / "ch") == read_vocab(out)[:n]
     assert cli.main(["tokenizer", "character", str(out), str(tmp_path / "x"), "--size", "99999"]) == 2
     assert "size=99999" in capsys.readouterr().err
+
+
+def test_ipadic_words_are_the_ones_bert_japanese_tokenizer_splits(tmp_path, corpus):
+    """mecab_dic=ipadic (Tohoku v1): the PyPI dictionary through ipadic.MECAB_ARGS, as transformers uses it."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "ipadic"
+    train_wordpiece([corpus], str(out), vocab_size=VOCAB_SIZE, limit_alphabet=None, mecab_dic="ipadic")
+    hf = AutoTokenizer.from_pretrained(str(out))
+    assert hf.mecab_kwargs == {"mecab_dic": "ipadic"}
+    ipadic_words, unidic_words = WordSplitter("ipadic"), WordSplitter("unidic_lite")
+    differ = 0
+    for sentence in corpus_lines(100, skip=TRAIN_LINES):
+        assert hf.word_tokenizer.tokenize(sentence) == ipadic_words(sentence)
+        differ += ipadic_words(sentence) != unidic_words(sentence)
+    assert differ > 10  # the dictionary really changed
+
+
+def test_mecab_dic_none_means_no_word_split_and_unknown_names_are_bad_input():
+    from components.mecab import check_mecab_dic, word_splitter
+
+    assert word_splitter("none") is None
+    assert word_splitter("ipadic")("東京都") == ["東京", "都"]
+    with pytest.raises(BadInput, match="mecab_dic='jumandic'"):
+        check_mecab_dic("jumandic")
