@@ -499,3 +499,22 @@ def test_pipeline_fetches_jglue_once_and_fine_tunes_each_task_in_parallel_per_va
         oneof = spec.components[branches.component_ref.name].dag.outputs.parameters[source.output_parameter_key]
         assert sorted(s.output_parameter_key for s in oneof.value_from_oneof.parameter_selectors) == [
             "pipelinechannel--jglue-report-Output", "pipelinechannel--no-jglue-Output"]
+
+
+@pytest.mark.slow
+def test_local_pipeline_run_puts_the_jglue_table_in_the_model_card(tmp_path):
+    """The whole DAG under kfp.local with JGLUE: fetch, one fine-tuning per task, report, card."""
+    from test_pipeline_local import TINY
+
+    from pipelines import commands
+
+    result = commands.run_local(str(tmp_path), "local", {**TINY, "jglue_uri": DATA, "jglue_grid": "quick"})
+    (model,) = result["models"]
+    card = open(os.path.join(model["model_dir"], "README.md"), encoding="utf-8").read()
+    assert "### JGLUE" in card and "| `bert-tiny-japanese` (ours) |" in card
+    for column in ("MARC-ja", "JSTS", "JNLI", "JSQuAD", "JCommonsenseQA"):
+        assert f"| {column} | 5e-05 | 1 |" in card, column
+    (run,) = [d for d in os.listdir(tmp_path / "pipeline-root") if not d.startswith(".")]
+    with open(tmp_path / "pipeline-root" / run / "jglue-report" / "metrics") as f:
+        assert set(json.load(f)) == {"marc_ja.accuracy", "jsts.pearson", "jsts.spearman", "jnli.accuracy",
+                                     "jsquad.exact_match", "jsquad.f1", "jcommonsenseqa.accuracy"}
