@@ -223,6 +223,9 @@ def test_jsquad_answer_offsets_are_checked(tmp_path):
     with pytest.raises(BadInput, match=rf"train-v1\.3\.json: data\[0\]\.paragraphs\[0\], question {qa['id']}: "
                                         rf"answer '{qa['answers'][0]['text']}' is not at character"):
         tasks.read_jglue_task(str(tmp_path), "jsquad")
+    (folder / "train-v1.3.json").write_text('{"data": ["an article"]}', encoding="utf-8")
+    with pytest.raises(BadInput, match=r"train-v1\.3\.json: data\[0\]: expected"):
+        tasks.read_jglue_task(str(tmp_path), "jsquad")
     (folder / "train-v1.3.json").write_text('{"data": [', encoding="utf-8")
     with pytest.raises(BadInput, match=r"train-v1\.3\.json:1: not valid JSON"):
         tasks.read_jglue_task(str(tmp_path), "jsquad")

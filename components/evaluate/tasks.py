@@ -175,7 +175,9 @@ def _read_jsquad(uri: str) -> list[QAExample]:
         raise BadInput(f'{uri}: expected {{"data": [...]}} (SQuAD 1.1 layout)')
     examples = []
     for a, article in enumerate(document["data"]):
-        for p, paragraph in enumerate(article.get("paragraphs") or [] if isinstance(article, dict) else []):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise BadInput(f'{uri}: data[{a}]: expected {{"title": ..., "paragraphs": [...]}}')
+        for p, paragraph in enumerate(article["paragraphs"]):
             where = f"{uri}: data[{a}].paragraphs[{p}]"
             context = _text(paragraph if isinstance(paragraph, dict) else {}, "context", where)
             for q, qa in enumerate(paragraph.get("qas") or []):
