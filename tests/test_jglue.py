@@ -466,6 +466,11 @@ def test_model_card_carries_the_jglue_table(model_dir, tmp_path):
     assert card.index("### JGLUE") < card.index("## Usage")
     publish_model(model_dir, str(tmp_path / "plain"))
     assert "JGLUE" not in (tmp_path / "plain" / "README.md").read_text(encoding="utf-8")
+    from components.publish import cli as publish_cli
+
+    (tmp_path / "jglue.md").write_text(table, encoding="utf-8")
+    assert publish_cli.main([model_dir, str(tmp_path / "by-cli"), "--jglue-table", str(tmp_path / "jglue.md")]) == 0
+    assert table.strip() in (tmp_path / "by-cli" / "README.md").read_text(encoding="utf-8")
 
 
 def test_pipeline_fetches_jglue_once_and_fine_tunes_each_task_in_parallel_per_variant(tmp_path):
