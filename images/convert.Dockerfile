@@ -17,10 +17,11 @@ RUN python -m venv --without-pip /opt/bertja
 COPY images/constraints.txt pyproject.toml README.md ./
 COPY components ./components
 COPY pipelines ./pipelines
-# torch CPU wheels come from the PyTorch CPU index (PyPI's Linux wheels pull CUDA); the pin matches
-# constraints.txt. A machine that cannot reach that index serves the same wheel from its own index.
+# The torch CPU wheel comes from the PyTorch CPU index (PyPI's Linux wheels pull CUDA), the pin
+# matching constraints.txt, without its dependencies: those come with the package's, pinned by
+# constraints.txt. A machine that cannot reach that index serves the same wheel from its own.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip --python /opt/bertja/bin/python install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==2.13.0+cpu" \
+RUN pip --python /opt/bertja/bin/python install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" "torch==2.13.0+cpu" \
  && pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt ".[pipeline,convert]"
 
 FROM ${BASE_IMAGE}

@@ -64,6 +64,7 @@ class PipelineParameters:
     tpu_runtime_version: str = ""  # empty: the framework-free base runtime for the TPU type
     tpu_spot: bool = False
     tpu_queued: bool = False  # ask through a queued resource (waits for capacity instead of failing)
+    tpu_queue_timeout_hours: float = 24.0  # with tpu_queued: how long to wait in the queue for capacity
     tpu_network: str = ""  # empty: the project's default network
     tpu_subnetwork: str = ""
     tpu_service_account: str = ""  # empty: the project's default compute service account
@@ -155,6 +156,8 @@ def validate(values: dict, for_run: bool = True) -> dict:
             need(8 <= int(values[seq]) <= 512, seq, "must be between 8 and 512")
         if pred in values and seq in values:
             need(1 <= int(values[pred]) < int(values[seq]), pred, "must be >= 1 and below the sequence length")
+    if "tpu_queue_timeout_hours" in values:
+        need(float(values["tpu_queue_timeout_hours"]) > 0, "tpu_queue_timeout_hours", "must be a number of hours > 0")
     if "masked_lm_prob" in values:
         need(0 < float(values["masked_lm_prob"]) < 1, "masked_lm_prob", "must be in (0, 1)")
     if values.get("training_backend") == "tpu":

@@ -61,7 +61,8 @@ def build(profile: Profile):
         masked_lm_prob: float, short_seq_prob: float, data_seed: int,
         model_size: str, training_backend: str, stage1_train_steps: int, stage2_train_steps: int,
         gcp_project: str, gcp_zone: str, tpu_accelerator_type: str, tpu_runtime_version: str, tpu_spot: bool,
-        tpu_queued: bool, tpu_network: str, tpu_subnetwork: str, tpu_service_account: str,
+        tpu_queued: bool, tpu_queue_timeout_hours: float, tpu_network: str, tpu_subnetwork: str,
+        tpu_service_account: str,
         tpu_price_per_hour: float, release_uri: str, wikipedia_dump_date: str, wikipedia_url: str, cc100_url: str,
         jglue_uri: str, jglue: Dataset, jglue_tasks: List[str], jglue_grid: str, jglue_seeds: int,
     ) -> Model:
@@ -100,6 +101,7 @@ def build(profile: Profile):
             stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
             training_root=train_root, trainer_image=image("train-tpu"), gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
             tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
+            tpu_queue_timeout_hours=tpu_queue_timeout_hours,
             tpu_network=tpu_network, tpu_subnetwork=tpu_subnetwork, tpu_service_account=tpu_service_account,
             tpu_price_per_hour=tpu_price_per_hour),
             "train", run_id_env=True)
@@ -168,6 +170,7 @@ def build(profile: Profile):
         tpu_runtime_version: str = D.tpu_runtime_version,
         tpu_spot: bool = D.tpu_spot,
         tpu_queued: bool = D.tpu_queued,
+        tpu_queue_timeout_hours: float = D.tpu_queue_timeout_hours,
         tpu_network: str = D.tpu_network,
         tpu_subnetwork: str = D.tpu_subnetwork,
         tpu_service_account: str = D.tpu_service_account,
@@ -246,6 +249,7 @@ def build(profile: Profile):
                         stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
                         gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
                         tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
+                        tpu_queue_timeout_hours=tpu_queue_timeout_hours,
                         tpu_network=tpu_network, tpu_subnetwork=tpu_subnetwork,
                         tpu_service_account=tpu_service_account,
                         tpu_price_per_hour=tpu_price_per_hour, release_uri=release_uri,

@@ -96,6 +96,7 @@ class FakeTpuServer:
         self.all_vms: list[FakeVm] = []
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.created: list[dict] = []  # every node create request body, in order
+        self.queued_created: list[dict] = []  # every queued-resource create request body, in order
         self._faults: list[int] = []
         self.preempt_boots = 0  # the next N nodes are preempted instead of becoming READY
         self._lock = threading.RLock()
@@ -302,6 +303,7 @@ class FakeTpuServer:
         if len(specs) != 1:
             raise _ApiError(400, "exactly one nodeSpec is supported here")
         qr = {**body, "name": path, "createTime": _now(), "state": {"state": "ACCEPTED"}}
+        self.queued_created.append({"path": path, **body})
         self.queued[path] = qr
         op = self._new_operation(project, zone, path, "create")
         self._finish(op, qr, QR_TYPE)

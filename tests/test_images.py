@@ -176,7 +176,7 @@ def test_each_image_installs_this_package_with_only_its_extras_and_the_pins(key)
         # CPU wheels from the PyTorch index by default (a build argument names another index
         # serving the same wheel), the same version pyproject pins.
         assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in build
-        (pinned,) = re.findall(r'--index-url "\$\{TORCH_INDEX_URL\}" "torch==([^"+]+)\+cpu"', runs)
+        (pinned,) = re.findall(r'--no-deps --index-url "\$\{TORCH_INDEX_URL\}" "torch==([^"+]+)\+cpu"', runs)
         assert torch == [f"torch=={pinned}"]
     else:
         assert "torch" not in runs

@@ -187,7 +187,9 @@ def test_retry_budget_exhausted_fails_and_deletes(tpu, job, monkeypatch):
 
 
 def test_queued_resource_run_deletes_resource_and_node(tpu, job):
-    result = _train(tpu, job, queued=True, train_steps=10)
+    result = _train(tpu, job, queued=True, train_steps=10, queue_timeout_s=5400)
+    (request,) = tpu.queued_created
+    assert request["queueingPolicy"] == {"validUntilDuration": "5400s"}  # its own wait, sent to the API too
     assert result["queued_resource"].endswith("/queuedResources/bertja-test")
     assert [s["step"] for s in result["stages"]] == [10, 10]
     assert tpu.queued == {} and tpu.node_state(_node_path("bertja-test")) is None
@@ -326,3 +328,22 @@ def test_bad_stage_fails_before_anything_is_created(tpu, job, stage_change, mess
     with pytest.raises(BadInput, match=message):
         _train(tpu, job)
     assert tpu.requests == []
+
+
+def test_the_queue_timeout_is_a_pipeline_parameter_that_reaches_the_train_task(tmp_path):
+    import yaml
+
+    from pipelines import commands, parameters
+
+    out = tmp_path / "gcp.yaml"
+    commands.compile_pipeline(str(out), "gcp", {"tpu_queue_timeout_hours": 36.0},
+                              pipeline_root="gs://bertja-test/root")
+    spec = next(yaml.safe_load_all(out.read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["tpu_queue_timeout_hours"]["defaultValue"] == 36.0
+    train_tasks = [task for component in spec["components"].values() if "dag" in component
+                   for task in component["dag"]["tasks"].values()
+                   if task["componentRef"]["name"] == "comp-train-model"]
+    assert train_tasks and all(task["inputs"]["parameters"]["tpu_queue_timeout_hours"]
+                               == {"componentInputParameter": "tpu_queue_timeout_hours"} for task in train_tasks)
+    with pytest.raises(BadInput, match="tpu_queue_timeout_hours"):
+        parameters.validate({"tpu_queue_timeout_hours": 0})

@@ -17,7 +17,8 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
                 stage2_max_seq_length: int, stage2_max_predictions: int,
                 stage1_train_steps: int, stage2_train_steps: int, training_root: str, trainer_image: str,
                 gcp_project: str, gcp_zone: str, tpu_accelerator_type: str, tpu_runtime_version: str,
-                tpu_spot: bool, tpu_queued: bool, tpu_network: str, tpu_subnetwork: str, tpu_service_account: str,
+                tpu_spot: bool, tpu_queued: bool, tpu_queue_timeout_hours: float, tpu_network: str,
+                tpu_subnetwork: str, tpu_service_account: str,
                 tpu_price_per_hour: float,
                 model: Output[Model], metrics: Output[Metrics],
                 loss_curve: Output[HTML]) -> NamedTuple("Training", tpu_node=str, model_dir=str):
@@ -45,7 +46,8 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
     if backend == "tpu":
         tpu = {"project": gcp_project, "zone": gcp_zone, "trainer_image": trainer_image,
                "accelerator_type": tpu_accelerator_type, "runtime_version": tpu_runtime_version or None,
-               "spot": bool(tpu_spot), "queued": bool(tpu_queued), "network": tpu_network or None,
+               "spot": bool(tpu_spot), "queued": bool(tpu_queued),
+               "queue_timeout_s": float(tpu_queue_timeout_hours) * 3600, "network": tpu_network or None,
                "subnetwork": tpu_subnetwork or None, "service_account": tpu_service_account or None,
                "price_per_hour": float(tpu_price_per_hour)}
     model_root = artifacts.data_root(model.uri, model.path)
