@@ -299,3 +299,58 @@ def test_mecab_dic_none_means_no_word_split_and_unknown_names_are_bad_input():
     assert word_splitter("ipadic")("東京都") == ["東京", "都"]
     with pytest.raises(BadInput, match="mecab_dic='jumandic'"):
         check_mecab_dic("jumandic")
+
+
+def test_byte_tokenizer_is_the_utf8_bytes_and_round_trips_japanese(tmp_path):
+    from transformers import AutoTokenizer
+
+    from components.tokenizer.byte import BYTE_OFFSET, write_byte_tokenizer
+
+    out = tmp_path / "byte"
+    stats = write_byte_tokenizer(str(out), mecab_dic="unidic_lite")
+    assert stats["vocab_size"] == 261
+    hf = AutoTokenizer.from_pretrained(str(out))
+    assert hf.is_fast and len(hf) == 261
+    assert (hf.pad_token_id, hf.unk_token_id, hf.cls_token_id, hf.sep_token_id, hf.mask_token_id) == (0, 1, 2, 3, 4)
+    for text in corpus_lines(50) + ["絵文字😀と <0x41> と　全角ＡＢＣ\tタブ", "ｶﾀｶﾅ"]:
+        ids = hf(text, add_special_tokens=False)["input_ids"]
+        assert ids == [BYTE_OFFSET + b for b in text.encode("utf-8")]  # no normalisation, literal "<0x41>" too
+        assert hf.decode(ids) == text
+    assert hf("東京")["input_ids"] == [files.CLS_ID, *(BYTE_OFFSET + b for b in "東京".encode()), files.SEP_ID]
+    info = files.read_tokenizer_info(str(out))
+    assert info == {"type": "byte", "word_splitter": "mecab", "mecab_dic": "unidic_lite", "do_lower_case": False,
+                    "vocab_size": 261, "special_token_ids": files.SPECIAL_TOKEN_IDS}
+    none = tmp_path / "none"
+    write_byte_tokenizer(str(none), mecab_dic="none")
+    assert files.read_tokenizer_info(str(none))["word_splitter"] == "none"
+    with pytest.raises(BadInput, match="mecab_dic='juman'"):
+        write_byte_tokenizer(str(tmp_path / "bad"), mecab_dic="juman")
+
+
+def test_every_tokenizer_directory_says_how_to_split_words(tmp_path, wordpiece):
+    out, _ = wordpiece
+    info = files.read_tokenizer_info(out)
+    assert info == {"type": "wordpiece", "word_splitter": "mecab", "mecab_dic": "unidic_lite",
+                    "do_lower_case": False, "vocab_size": VOCAB_SIZE, "special_token_ids": files.SPECIAL_TOKEN_IDS}
+    assert os.path.exists(os.path.join(out, files.BERTJA_TOKENIZER_FILE))
+    char = tmp_path / "char"
+    make_character_tokenizer(out, str(char), size=100)
+    assert files.read_tokenizer_info(str(char))["type"] == "character"
+    copy = tmp_path / "copy"
+    tokenizer_for_variant("wordpiece", out, str(copy))
+    assert files.read_tokenizer_info(str(copy)) == info
+    # A directory from before the file existed reads the same from its config.
+    old = tmp_path / "old"
+    for name in (files.VOCAB_FILE, files.TOKENIZER_CONFIG_FILE):
+        storage.copy(os.path.join(out, name), str(old / name))
+    assert files.read_tokenizer_info(str(old)) == info
+    (old / files.BERTJA_TOKENIZER_FILE).write_text('{"type": "bpe"}')
+    with pytest.raises(BadInput, match="bertja_tokenizer.json"):
+        files.read_tokenizer_info(str(old))
+
+
+def test_cli_byte(tmp_path, capsys):
+    out = tmp_path / "byte"
+    assert cli.main(["tokenizer", "train", "--type", "byte", "--output-dir", str(out), "--mecab-dic", "ipadic"]) == 0
+    assert json.loads(capsys.readouterr().out)["mecab_dic"] == "ipadic"
+    assert files.read_tokenizer_info(str(out))["mecab_dic"] == "ipadic"

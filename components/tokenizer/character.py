@@ -56,7 +56,7 @@ def tokenizer_for_variant(variant: str, wordpiece_dir: str, output_dir: str) -> 
         raise BadInput(f"variant={variant!r}: not one of {files.SUBWORD_TYPES}")
     wordpiece = files.load_vocab(wordpiece_dir)
     for name in (files.VOCAB_FILE, files.TOKENIZER_CONFIG_FILE, files.SPECIAL_TOKENS_MAP_FILE,
-                 files.TOKENIZERS_JSON_FILE):
+                 files.TOKENIZERS_JSON_FILE, files.BERTJA_TOKENIZER_FILE):
         if storage.exists(storage.join(wordpiece_dir, name)):
             storage.copy(storage.join(wordpiece_dir, name), storage.join(output_dir, name))
     return {"vocab_size": len(wordpiece)}

@@ -1,4 +1,4 @@
-"""``bertja tokenizer train|character``: WordPiece and character tokenizers."""
+"""``bertja tokenizer train|character``: WordPiece, SentencePiece, byte and character tokenizers."""
 
 from __future__ import annotations
 
@@ -11,15 +11,21 @@ from components.tokenizer import files
 
 def main(argv: list[str], prog: str) -> int:
     parser = argparse.ArgumentParser(prog=prog, description="Train the WordPiece tokenizer on MeCab "
-                                     "words, or cut the character tokenizer from it. Paths may be "
+                                     "words or a SentencePiece unigram model, write the byte tokenizer, "
+                                     "or cut the character tokenizer from WordPiece. Paths may be "
                                      "local, file:// or gs://.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="WordPiece on MeCab (unidic-lite) words",
+    train = sub.add_parser("train", help="WordPiece on MeCab words, SentencePiece unigram, or bytes",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                           description="Train WordPiece on MeCab words (NFKC, no lowercasing unless "
-                                       "--do-lower-case) and write a BertJapaneseTokenizer directory.")
-    train.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus files, one sentence per line (.gz/.xz ok)")
+                           description="wordpiece: WordPiece on MeCab words (NFKC, no lowercasing unless "
+                                       "--do-lower-case), a BertJapaneseTokenizer directory. sentencepiece: "
+                                       "a unigram model and the tokenizer.json AutoTokenizer loads. byte: 256 "
+                                       "bytes + specials (no corpus; --mecab-dic gives the words for "
+                                       "whole-word masking, 'none' for none).")
+    train.add_argument("inputs", nargs="*", metavar="INPUT", help="corpus files, one sentence per line (.gz/.xz ok)")
+    train.add_argument("--type", default="wordpiece", choices=("wordpiece", "sentencepiece", "byte"),
+                       help="tokenizer type")
     train.add_argument("--output-dir", required=True, help="tokenizer directory to write")
     train.add_argument("--vocab-size", type=int, default=32768, help="target vocabulary size")
     train.add_argument("--limit-alphabet", type=int, default=7012,
@@ -27,9 +33,21 @@ def main(argv: list[str], prog: str) -> int:
     train.add_argument("--initial-alphabet", metavar="FILE", help="alphabet file from 'bertja alphabet'")
     train.add_argument("--num-unused", type=int, default=files.NUM_UNUSED, help="[unusedN] tokens")
     train.add_argument("--min-frequency", type=int, default=2, help="fewest occurrences of a merge")
-    train.add_argument("--mecab-dic", default=files.DEFAULT_MECAB_DIC, help="unidic_lite, unidic or ipadic")
+    train.add_argument("--mecab-dic", default=files.DEFAULT_MECAB_DIC,
+                       help="unidic_lite, unidic or ipadic (byte: also 'none')")
     train.add_argument("--do-lower-case", action="store_true", help="lowercase words (and say so in the config)")
-    train.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="MeCab processes (this machine's cores)")
+    train.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                       help="MeCab processes / SentencePiece threads (this machine's cores)")
+    sp = train.add_argument_group("sentencepiece")
+    sp.add_argument("--character-coverage", type=float, default=0.9995, help="share of characters kept")
+    sp.add_argument("--byte-fallback", action="store_true", help="unknown characters as UTF-8 byte pieces")
+    sp.add_argument("--split-digits", action="store_true", help="every digit its own piece")
+    sp.add_argument("--control-symbols", type=_symbols, default=[],
+                    help="comma-separated control pieces after [CLS],[SEP],[MASK]")
+    sp.add_argument("--user-symbols", type=_symbols, default=[], help="comma-separated pieces kept whole in text")
+    sp.add_argument("--normalization", default="nmt_nfkc", help="sentencepiece normalization rule")
+    sp.add_argument("--input-sentence-size", type=int, default=0, help="lines sampled for training (0: all)")
+    sp.add_argument("--seed", type=int, default=0, help="sentencepiece's random seed")
 
     char = sub.add_parser("character", help="character tokenizer = first SIZE WordPiece tokens",
                           description="Cut the character tokenizer (reserved tokens + alphabet) from a "
@@ -40,7 +58,22 @@ def main(argv: list[str], prog: str) -> int:
                       help="vocabulary size (0: all leading reserved and single-character tokens)")
 
     args = parser.parse_args(argv)
-    if args.command == "train":
+    if args.command == "train" and args.type != "byte" and not args.inputs:
+        parser.error(f"--type {args.type} needs INPUT files")
+    if args.command == "train" and args.type == "byte":
+        from components.tokenizer.byte import write_byte_tokenizer
+
+        stats = write_byte_tokenizer(args.output_dir, mecab_dic=args.mecab_dic, do_lower_case=args.do_lower_case)
+    elif args.command == "train" and args.type == "sentencepiece":
+        from components.tokenizer.sentencepiece import train_sentencepiece
+
+        stats = train_sentencepiece(
+            args.inputs, args.output_dir, vocab_size=args.vocab_size, character_coverage=args.character_coverage,
+            byte_fallback=args.byte_fallback, split_digits=args.split_digits,
+            control_symbols=args.control_symbols, user_symbols=args.user_symbols,
+            normalization=args.normalization, do_lower_case=args.do_lower_case,
+            input_sentence_size=args.input_sentence_size, seed=args.seed, workers=args.workers)
+    elif args.command == "train":
         from components.tokenizer.wordpiece import train_wordpiece
 
         stats = train_wordpiece(
@@ -54,3 +87,7 @@ def main(argv: list[str], prog: str) -> int:
         stats = make_character_tokenizer(args.wordpiece_dir, args.output_dir, size=args.size or None)
     print(json.dumps(stats))
     return 0
+
+
+def _symbols(text: str) -> list[str]:
+    return [s for s in text.split(",") if s]

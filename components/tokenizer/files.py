@@ -35,6 +35,11 @@ SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 # The trained ``tokenizers`` model. Not named tokenizer.json: a fast tokenizer
 # of another class must not shadow BertJapaneseTokenizer (MeCab word split).
 TOKENIZERS_JSON_FILE = "wordpiece_tokenizers.json"
+# SentencePiece and byte directories: a fast tokenizer transformers loads as is.
+FAST_TOKENIZER_FILE = "tokenizer.json"
+# Every directory: what later steps need to know (type, word split, lowercasing, special ids).
+BERTJA_TOKENIZER_FILE = "bertja_tokenizer.json"
+TOKENIZER_TYPES = (*SUBWORD_TYPES, "sentencepiece", "byte")
 
 
 def reserved_tokens(num_unused: int = NUM_UNUSED) -> list[str]:
@@ -86,7 +91,7 @@ def _special_tokens_map() -> dict[str, str]:
 
 def write_tokenizer_dir(output_dir: str, tokens: list[str], *, subword_tokenizer_type: str,
                         do_lower_case: bool = False, mecab_dic: str = DEFAULT_MECAB_DIC) -> list[str]:
-    """Writes vocab.txt, tokenizer_config.json and special_tokens_map.json; returns their URIs."""
+    """Writes vocab.txt, tokenizer_config.json, special_tokens_map.json and bertja_tokenizer.json; returns their URIs."""
     _check_tokens(tokens, f"{output_dir} (vocabulary to write)")
     config = tokenizer_config(subword_tokenizer_type=subword_tokenizer_type,
                               do_lower_case=do_lower_case, mecab_dic=mecab_dic)
@@ -99,6 +104,9 @@ def write_tokenizer_dir(output_dir: str, tokens: list[str], *, subword_tokenizer
         uri = storage.join(output_dir, name)
         storage.write_text(uri, text)
         written.append(uri)
+    written.append(write_tokenizer_info(output_dir, tokenizer_info(
+        type=subword_tokenizer_type, word_splitter="mecab", mecab_dic=mecab_dic, do_lower_case=do_lower_case,
+        vocab_size=len(tokens))))
     return written
 
 
@@ -142,3 +150,69 @@ def _check_tokens(tokens: list[str], where: str) -> None:
         if token in seen:
             raise BadInput(f"{where}:{i + 1}: token {token!r} repeats line {seen[token] + 1}")
         seen[token] = i
+
+
+def tokenizer_info(*, type: str, word_splitter: str, mecab_dic: str, do_lower_case: bool,
+                   vocab_size: int) -> dict:
+    """``bertja_tokenizer.json``: how the data step splits and groups words, with no extra parameter.
+
+    ``word_splitter`` is "mecab" (``mecab_dic`` names the dictionary) or "none"
+    (tokens are not grouped into words: masking is per token).
+    """
+    if type not in TOKENIZER_TYPES:
+        raise BadInput(f"tokenizer type={type!r}: not one of {TOKENIZER_TYPES}")
+    if word_splitter not in ("mecab", "none"):
+        raise BadInput(f"word_splitter={word_splitter!r}: not 'mecab' or 'none'")
+    return {"type": type, "word_splitter": word_splitter,
+            "mecab_dic": mecab_dic if word_splitter == "mecab" else "none",
+            "do_lower_case": bool(do_lower_case), "vocab_size": int(vocab_size),
+            "special_token_ids": dict(SPECIAL_TOKEN_IDS)}
+
+
+def write_tokenizer_info(output_dir: str, info: dict) -> str:
+    uri = storage.join(output_dir, BERTJA_TOKENIZER_FILE)
+    storage.write_text(uri, json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+    return uri
+
+
+def read_tokenizer_info(tokenizer_dir: str) -> dict:
+    """A directory's ``bertja_tokenizer.json``; for one written before it existed, the same from its config."""
+    uri = storage.join(tokenizer_dir, BERTJA_TOKENIZER_FILE)
+    if storage.exists(uri):
+        info = storage.read_json_object(uri)
+        missing = {"type", "word_splitter", "mecab_dic", "do_lower_case", "vocab_size"} - set(info)
+        if missing or info["type"] not in TOKENIZER_TYPES:
+            raise BadInput(f"{uri}: needs type (one of {TOKENIZER_TYPES}), word_splitter, mecab_dic, "
+                           f"do_lower_case and vocab_size; missing {sorted(missing) or 'nothing'}, type={info.get('type')!r}")
+        return info
+    vocab = load_vocab(tokenizer_dir)
+    return tokenizer_info(type=vocab.subword_tokenizer_type, word_splitter="mecab", mecab_dic=vocab.mecab_dic,
+                          do_lower_case=vocab.do_lower_case, vocab_size=len(vocab))
+
+
+def write_fast_tokenizer_dir(output_dir: str, tokenizer_json: str, *, info: dict) -> list[str]:
+    """tokenizer.json + tokenizer_config.json + special_tokens_map.json + bertja_tokenizer.json.
+
+    ``AutoTokenizer.from_pretrained(DIR)`` loads it as a fast tokenizer whose
+    special tokens are the five above at ids 0..4 (checked here before writing).
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    for token, i in SPECIAL_TOKEN_IDS.items():
+        if tokenizer.token_to_id(token) != i:
+            raise BadInput(f"{output_dir}: {token} must have id {i}, has {tokenizer.token_to_id(token)}")
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": MODEL_MAX_LENGTH,
+              "do_lower_case": bool(info["do_lower_case"]), "clean_up_tokenization_spaces": False,
+              "model_input_names": ["input_ids", "token_type_ids", "attention_mask"], **_special_tokens_map()}
+    written = []
+    for name, text in (
+        (FAST_TOKENIZER_FILE, tokenizer_json),
+        (TOKENIZER_CONFIG_FILE, json.dumps(config, ensure_ascii=False, indent=2) + "\n"),
+        (SPECIAL_TOKENS_MAP_FILE, json.dumps(_special_tokens_map(), indent=2) + "\n"),
+    ):
+        uri = storage.join(output_dir, name)
+        storage.write_text(uri, text)
+        written.append(uri)
+    written.append(write_tokenizer_info(output_dir, info))
+    return written
