@@ -187,9 +187,11 @@ def tasks(spec: dict, dag: dict, path: str = ""):
 
 
 def test_a_retrain_on_an_unchanged_dump_hits_the_cache_for_every_data_step(kind_pipeline):
-    """Only the step that looks at the outside world ("which dump is latest?") and the exit task that
-    releases compute run every time; everything downstream is keyed on the concrete answer and is cached."""
+    """Only the steps that look at the outside world ("which dump is latest?", "what is in the JGLUE
+    source?") and the exit task that releases compute run every time; everything downstream is keyed on
+    their concrete answers and is cached."""
     leaf = dict(tasks(kind_pipeline, kind_pipeline["root"]["dag"]))
     uncached = sorted(name for name, task in leaf.items() if not task.get("cachingOptions", {}).get("enableCache"))
-    assert sorted(name.rsplit("/", 1)[-1] for name in uncached) == ["release-compute", "resolve-sources"]
+    assert sorted(name.rsplit("/", 1)[-1] for name in uncached) == ["jglue-identity", "release-compute",
+                                                                    "resolve-sources"]
     assert len(leaf) > 10
