@@ -105,6 +105,23 @@ class WordSplitter:
             words = [w.lower() for w in words]
         return words
 
+    def word_starts(self, text: str) -> list[int]:
+        """Where each word starts in ``text`` itself (character offsets; no NFKC, which moves them).
+
+        For tokenizers that keep the raw text (bytes): a run of whitespace
+        counts as a word of its own, so it is never glued to a neighbour.
+        """
+        starts, pos = [], 0
+        for node in self._tagger(text):
+            if node.white_space:
+                starts.append(pos)
+                pos += len(node.white_space)
+            starts.append(pos)
+            pos += len(node.surface)
+        if pos < len(text):  # trailing whitespace
+            starts.append(pos)
+        return starts
+
     def __getstate__(self):
         # Taggers are C objects: workers rebuild their own.
         return {"mecab_dic": self.mecab_dic, "do_lower_case": self.do_lower_case}

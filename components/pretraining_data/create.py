@@ -78,7 +78,7 @@ def _make_block(unit: tuple[int, int, np.ndarray]) -> tuple[list[bytes], tuple[i
         return [], (0, 0, 0, 0)
     batch = instances.make_batch(docs, ranges, np.random.default_rng([seed, 2, pass_index, block]), config)
     stats = (len(batch), int(batch.lengths.sum()), int(batch.masked_counts.sum()), int(batch.random_next.sum()))
-    return tfrecord.batch_records(batch, config.vocab_size), stats
+    return tfrecord.batch_records(batch, config.vocab_size, config.next_sentence_prediction), stats
 
 
 class RecordMixer:
@@ -121,15 +121,23 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
                             max_predictions: int = 19, dupe_factor: int = 5, masked_lm_prob: float = 0.15,
                             short_seq_prob: float = 0.1, seed: int = 12345, do_lower_case: bool | None = None,
                             workers: int = 1, num_output_files: int = 1,
-                            shuffle_buffer: int = SHUFFLE_BUFFER) -> dict:
+                            shuffle_buffer: int = SHUFFLE_BUFFER, whole_word_masking: bool = True,
+                            next_sentence_prediction: bool = True) -> dict:
     """Writes the shard's instances as GZIP TFRecords (v2 feature names) and returns the summary.
 
     ``do_lower_case=None`` takes it from the vocab dir's tokenizer_config.json.
+    ``next_sentence_prediction=False``: MLM only (``[CLS] A [SEP]``, no
+    ``next_sentence_labels``). Words for whole-word masking come from the
+    tokenizer directory (``bertja_tokenizer.json``); without a word splitter,
+    or with ``whole_word_masking=False``, tokens are masked one by one.
     The summary is also written to ``summary_uri(output_uri)``. The same inputs
     and seed give byte-identical files, whatever ``workers`` is.
     """
     started = time.monotonic()
-    _check("max_seq_length", max_seq_length >= 5, "must be >= 5 ([CLS] A [SEP] B [SEP])", max_seq_length)
+    if next_sentence_prediction:
+        _check("max_seq_length", max_seq_length >= 5, "must be >= 5 ([CLS] A [SEP] B [SEP])", max_seq_length)
+    else:
+        _check("max_seq_length", max_seq_length >= 3, "must be >= 3 ([CLS] A [SEP])", max_seq_length)
     _check("max_predictions", max_predictions >= 1, "must be >= 1", max_predictions)
     _check("dupe_factor", dupe_factor >= 1, "must be >= 1", dupe_factor)
     _check("masked_lm_prob", 0 < masked_lm_prob <= 1, "must be in (0, 1]", masked_lm_prob)
@@ -152,7 +160,9 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
 
     config = instances.MaskingConfig(max_seq_length=max_seq_length, max_predictions=max_predictions,
                                      masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
-                                     vocab_size=len(tokenizer.vocab), continuation=tokenizer.continuation)
+                                     vocab_size=tokenizer.vocab_size, continuation=tokenizer.continuation,
+                                     next_sentence_prediction=bool(next_sentence_prediction),
+                                     whole_word_masking=bool(whole_word_masking))
     totals = np.zeros(4, dtype=np.int64)  # instances, tokens, masked tokens, random next
     progress = Progress("pretraining-data: instances", "instances")
     mixer = RecordMixer(shuffle_buffer, np.random.default_rng([seed, 3]))
@@ -201,8 +211,10 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
         "masked_lm_prob": masked_lm_prob,
         "short_seq_prob": short_seq_prob,
         "do_lower_case": tokenizer.do_lower_case,
-        "subword_tokenizer_type": tokenizer.vocab.subword_tokenizer_type,
-        "vocab_size": len(tokenizer.vocab),
+        "subword_tokenizer_type": tokenizer.type,
+        "vocab_size": tokenizer.vocab_size,
+        "next_sentence_prediction": bool(next_sentence_prediction),
+        "whole_word_masking": bool(whole_word_masking),
         "workers": workers,
         "tokenize_seconds": round(tokenized - started, 3),
         "seconds": round(time.monotonic() - started, 3),

@@ -1,4 +1,10 @@
-"""BERT instances with next-sentence labels and whole-word masking (SPEC 6.5).
+"""BERT instances with next-sentence labels and whole-word masking (SPEC 6.5), or MLM only.
+
+MLM-only presets (``next_sentence_prediction=False``: rinna, ModernBERT-Ja,
+bybert) get ``[CLS] A [SEP]`` instances, A being consecutive sentences of one
+document up to the length, with no segment B; ``whole_word_masking=False``
+masks tokens one by one (as does a tokenizer directory with no word splitter,
+whose codes never carry the continuation bit).
 
 The recipe's algorithm (Google's ``create_pretraining_data.py``, as the
 reference runs it), reorganised for speed without changing what it produces:
@@ -34,10 +40,13 @@ class MaskingConfig:
     short_seq_prob: float = 0.1
     vocab_size: int = 32768
     continuation: int = 1 << 15  # the code bit marking a word-continuing token
+    next_sentence_prediction: bool = True
+    whole_word_masking: bool = True
 
     @property
     def max_num_tokens(self) -> int:
-        return self.max_seq_length - 3  # [CLS] A [SEP] B [SEP]
+        # [CLS] A [SEP] B [SEP], or [CLS] A [SEP]
+        return self.max_seq_length - (3 if self.next_sentence_prediction else 2)
 
 
 @dataclass
@@ -59,8 +68,10 @@ class Batch:
 def layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) -> np.ndarray:
     """Segment ranges for every instance of ``doc_ids``: rows of (a0, a1, b0, b1, random_next).
 
-    Ranges index ``docs.codes`` before truncation.
+    Ranges index ``docs.codes`` before truncation. MLM only: B is empty.
     """
+    if not config.next_sentence_prediction:
+        return _single_segment_layout(docs, doc_ids, rng, config)
     # memoryviews: indexing them gives Python ints, several times faster than numpy scalars
     sentence_ends, document_ends = memoryview(docs.sentence_ends), memoryview(docs.document_ends)
     num_docs = len(document_ends)
@@ -113,6 +124,31 @@ def layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) 
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
 
 
+def _single_segment_layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) -> np.ndarray:
+    """MLM only: each instance is the next run of whole sentences reaching the target length.
+
+    The target is the recipe's (``short_seq_prob`` of them shorter); a run
+    longer than the instance is truncated later like any segment.
+    """
+    sentence_ends, document_ends = memoryview(docs.sentence_ends), memoryview(docs.document_ends)
+    max_num_tokens = config.max_num_tokens
+    uniform = rng.random
+    rows: list[tuple[int, int, int, int, int]] = []
+    for doc in doc_ids:
+        doc = int(doc)
+        s_lo, s_hi = (document_ends[doc - 1] if doc else 0), document_ends[doc]
+        target = max_num_tokens
+        if uniform() < config.short_seq_prob:
+            target = 2 + int(uniform() * (max_num_tokens - 1))
+        start = sentence_ends[s_lo - 1] if s_lo else 0
+        for j in range(s_lo, s_hi):
+            end = sentence_ends[j]
+            if end - start >= target or j == s_hi - 1:
+                rows.append((start, end, end, end, 0))
+                start = end
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+
 def truncated_lengths(len_a: np.ndarray, len_b: np.ndarray, max_num_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """Lengths after the recipe's loop "drop one token from the longer side (B on ties)"."""
     excess = np.maximum(len_a + len_b - max_num_tokens, 0)
@@ -143,12 +179,17 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
     rows = np.arange(n_rows, dtype=index)
     codes[:, 0] = files.CLS_ID
     codes[rows, len_a + 1] = files.SEP_ID
-    codes[rows, len_a + len_b + 2] = files.SEP_ID
-    lengths = len_a + len_b + 3
+    if config.next_sentence_prediction:
+        codes[rows, len_a + len_b + 2] = files.SEP_ID
+        lengths = len_a + len_b + 3
+    else:  # B is empty
+        lengths = len_a + 2
 
     # Whole-word groups: a continuation token joins the group before it (even
     # across the middle [SEP], as in the recipe); [CLS]/[SEP] are never candidates.
     is_cont = codes >= config.continuation  # the top bit of the code type
+    if not config.whole_word_masking:
+        is_cont[:] = False
     starts = candidate & (~is_cont | (col == 1))
     group = np.cumsum(starts, axis=1, dtype=index) - 1
     n_groups = starts.sum(axis=1)

@@ -123,8 +123,8 @@ class _Rows:
         return body[keep].tobytes(), 1 + nbytes[lengths] + lengths
 
 
-def batch_records(batch: Batch, vocab_size: int) -> list[bytes]:
-    """The framed TFRecord of each instance of a batch, in order."""
+def batch_records(batch: Batch, vocab_size: int, next_sentence_prediction: bool = True) -> list[bytes]:
+    """The framed TFRecord of each instance of a batch, in order (MLM only: no ``next_sentence_labels``)."""
     n, width = batch.input_ids.shape
     predictions = batch.masked_positions.shape[1]
     col = np.arange(width)[None, :]
@@ -137,7 +137,8 @@ def batch_records(batch: Batch, vocab_size: int) -> list[bytes]:
     rows.varint("masked_lm_ids", batch.masked_ids, vocab_size)
     weights = (np.arange(predictions)[None, :] < batch.masked_counts[:, None]).astype("<f4")
     rows.fixed("masked_lm_weights", weights.view(np.uint8).reshape(n, 4 * predictions))
-    rows.fixed("next_sentence_labels", batch.random_next.astype(np.uint8)[:, None])
+    if next_sentence_prediction:
+        rows.fixed("next_sentence_labels", batch.random_next.astype(np.uint8)[:, None])
     data, record_lengths = rows.finish()
     records = []
     offset = 0

@@ -1,9 +1,11 @@
-"""Text -> token codes, exactly as ``BertJapaneseTokenizer`` splits it.
+"""Text -> token codes: as ``BertJapaneseTokenizer`` splits it, or as a directory's ``tokenizer.json`` does.
 
 A code is a token id with one extra bit, ``continuation``, set when the token
 continues the previous token's word (a ``##`` WordPiece, or a non-initial
-character in character mode). Whole-word masking needs only that bit, and the
-documents can then be kept as one flat integer array.
+character in character mode; for SentencePiece and byte tokenizers, a token
+inside a MeCab word when the directory names a word splitter, else never).
+Whole-word masking needs only that bit, and the documents can then be kept as
+one flat integer array.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from itertools import chain
 
 import numpy as np
 
+from components import storage
 from components.errors import BadInput
-from components.mecab import WordSplitter
+from components.mecab import WordSplitter, word_splitter
 from components.tokenizer import files
 
 _CACHE_LIMIT = 100_000  # words (~20 MB at most); frequent words come early, so they are in it
@@ -29,7 +32,19 @@ def continuation_bit(vocab_size: int) -> int:
     return 1 << (code_dtype(vocab_size).itemsize * 8 - 1)
 
 
-class PieceTokenizer:
+class _Codes:
+    """What both tokenizers share: pickled by their arguments (workers rebuild the native parts)."""
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+    def codes(self, line: str) -> list[int]:
+        out: list[int] = []
+        self.extend_codes(out, line)
+        return out
+
+
+class PieceTokenizer(_Codes):
     """MeCab words, then WordPiece (greedy longest match, ``##``) or characters.
 
     Picklable (worker processes rebuild the MeCab tagger). ``codes(line)``
@@ -46,16 +61,16 @@ class PieceTokenizer:
         self._ids = vocab.vocab
         self._cache: dict[str, tuple[int, ...]] = {}
 
+    @property
+    def type(self) -> str:
+        return self.vocab.subword_tokenizer_type
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
     def __getstate__(self):
         return {"vocab": self.vocab, "do_lower_case": self.do_lower_case}
-
-    def __setstate__(self, state):
-        self.__init__(**state)
-
-    def codes(self, line: str) -> list[int]:
-        out: list[int] = []
-        self.extend_codes(out, line)
-        return out
 
     def extend_codes(self, out, line: str) -> int:
         """Appends the line's codes to ``out`` (a list or array); returns how many."""
@@ -117,8 +132,61 @@ class PieceTokenizer:
         return tuple(out)
 
 
-def load_tokenizer(vocab_dir: str, do_lower_case: bool | None = None) -> PieceTokenizer:
+class FastTokenizer(_Codes):
+    """A SentencePiece or byte directory: its ``tokenizer.json`` (the ids AutoTokenizer gives).
+
+    Words come from the directory's word splitter (``bertja_tokenizer.json``):
+    a token continues a word when it starts inside one, or inside the same
+    character as the token before it (the bytes of one character). With no
+    word splitter every token is its own group. Same interface as PieceTokenizer.
+    """
+
+    def __init__(self, vocab_dir: str, info: dict, do_lower_case: bool | None = None):
+        from tokenizers import Tokenizer
+
+        self.vocab_dir, self.info = vocab_dir, info
+        own = bool(info["do_lower_case"])
+        if do_lower_case is not None and bool(do_lower_case) != own and own:
+            raise BadInput(f"do_lower_case=False: {vocab_dir}'s tokenizer lowercases its input itself")
+        self.do_lower_case = own if do_lower_case is None else bool(do_lower_case)
+        self._lower_here = self.do_lower_case and not own
+        self.type = info["type"]
+        uri = storage.join(vocab_dir, files.FAST_TOKENIZER_FILE)
+        try:
+            self._tokenizer = Tokenizer.from_str(storage.read_text(uri))
+        except Exception as e:  # tokenizers raises its own Exception type for bad JSON
+            raise BadInput(f"{uri}: not a tokenizers tokenizer.json ({e})") from e
+        self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        if self.vocab_size != info["vocab_size"]:
+            raise BadInput(f"{uri}: {self.vocab_size} tokens, {files.BERTJA_TOKENIZER_FILE} says {info['vocab_size']}")
+        self.continuation = continuation_bit(self.vocab_size)
+        self.dtype = code_dtype(self.vocab_size)
+        self._words = (word_splitter(info["mecab_dic"]) if info["word_splitter"] == "mecab" else None)
+
+    def __getstate__(self):
+        return {"vocab_dir": self.vocab_dir, "info": self.info, "do_lower_case": self.do_lower_case}
+
+    def extend_codes(self, out, line: str) -> int:
+        if self._lower_here:
+            line = line.lower()
+        encoding = self._tokenizer.encode(line, add_special_tokens=False)
+        if self._words is None:
+            out.extend(encoding.ids)
+            return len(encoding.ids)
+        starts = set(self._words.word_starts(line))
+        cont, previous = self.continuation, -1
+        for i, (token, (begin, _end)) in enumerate(zip(encoding.ids, encoding.offsets)):
+            continues = i > 0 and (begin == previous or begin not in starts)
+            out.append(token | cont if continues else token)
+            previous = begin
+        return len(encoding.ids)
+
+
+def load_tokenizer(vocab_dir: str, do_lower_case: bool | None = None) -> PieceTokenizer | FastTokenizer:
     """Reads and checks a tokenizer directory before any work is done."""
+    info = files.read_tokenizer_info(vocab_dir)
+    if info["type"] not in files.SUBWORD_TYPES:
+        return FastTokenizer(vocab_dir, info, do_lower_case)
     vocab = files.load_vocab(vocab_dir)
     if len(vocab) > 1 << 31:
         raise BadInput(f"{vocab_dir}: {len(vocab)} tokens is more than this step supports")

@@ -32,6 +32,8 @@ def main(argv: list[str], prog: str = "bertja train") -> int:
     parser.add_argument("--tpu", default="local", help="TPU address for --strategy tpu (default: local, on a TPU VM)")
     parser.add_argument("--train-steps", type=int, default=None,
                         help="steps in this stage (default: the profile's; the LR schedule decays to 0 by then)")
+    parser.add_argument("--next-sentence-prediction", action=argparse.BooleanOptionalAction, default=True,
+                        help="train the NSP head (--no-next-sentence-prediction: MLM only, for MLM-only data)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="any Model Garden experiment key, e.g. task.train_data.global_batch_size=256 "
                              "(repeatable; values are YAML)")
@@ -44,6 +46,6 @@ def main(argv: list[str], prog: str = "bertja train") -> int:
         result = train(config=args.config, stage=args.stage, data=args.data, model_dir=args.model_dir,
                        tokenizer_dir=args.tokenizer_dir, init_checkpoint=args.init_checkpoint,
                        strategy=args.strategy, tpu=args.tpu, train_steps=args.train_steps,
-                       overrides=args.override)
+                       overrides=args.override, next_sentence_prediction=args.next_sentence_prediction)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

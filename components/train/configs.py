@@ -35,8 +35,11 @@ ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_atte
                      "intermediate_size", "max_position_embeddings", "type_vocab_size")
 LAYER_NORM_EPS = 1e-12  # Model Garden's BertEncoderV2 default; Hugging Face's BertConfig default too
 
-# The recipe's vocabularies (the trainer uses the tokenizer dir's actual size).
-TOKENIZER_VOCAB_SIZES = {"wordpiece": 32768, "character": 7027}
+# The recipes' vocabularies (the trainer uses the tokenizer dir's actual size): v3's, and
+# yoheikikuta's SentencePiece model (the one SentencePiece preset Model Garden trains).
+TOKENIZER_VOCAB_SIZES = {"wordpiece": 32768, "character": 7027, "sentencepiece": 32000}
+# MLM-only experiment files (no NSP head) are written for these tokenizers.
+MLM_ONLY_TOKENIZERS = ("sentencepiece",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +116,12 @@ def warmup_steps(prof: Profile, train_steps: int) -> int:
 
 
 def experiment_overrides(config: str, stage_number: int, *, vocab_size: int,
-                         train_steps: int | None = None) -> dict:
+                         train_steps: int | None = None, next_sentence_prediction: bool = True) -> dict:
     """What to override in Model Garden's ``bert/pretraining`` experiment (nested, YAML-able).
 
     Input paths, ``init_checkpoint`` and the distribution strategy are per run and not in here.
+    ``next_sentence_prediction=False`` (MLM-only data): no classification head, set explicitly as
+    ``cls_heads: []`` (the experiment's default has the NSP head), and no ``next_sentence_labels``.
     """
     prof, st = profile(config), stage(stage_number)
     steps = prof.train_steps if train_steps is None else int(train_steps)
@@ -127,7 +132,7 @@ def experiment_overrides(config: str, stage_number: int, *, vocab_size: int,
         "seq_length": st.seq_length,
         "max_predictions_per_seq": st.max_predictions_per_seq,
         "global_batch_size": batch,
-        "use_next_sentence_label": True,
+        "use_next_sentence_label": bool(next_sentence_prediction),
         "use_position_id": False,
         "use_v2_feature_names": True,
         "file_type": "tfrecord_compressed",  # our TFRecords are GZIP (the reference configs lack this)
@@ -150,7 +155,8 @@ def experiment_overrides(config: str, stage_number: int, *, vocab_size: int,
                     "initializer_range": prof.initializer_range,
                 }},
                 "cls_heads": [{"name": "next_sentence", "inner_dim": prof.hidden_size, "num_classes": 2,
-                               "activation": "tanh", "dropout_rate": prof.dropout_rate, "cls_token_idx": 0}],
+                               "activation": "tanh", "dropout_rate": prof.dropout_rate, "cls_token_idx": 0}]
+                if next_sentence_prediction else [],
                 "mlm_activation": MODEL_GARDEN_ACTIVATION,
                 "mlm_initializer_range": prof.initializer_range,
             },
@@ -189,7 +195,8 @@ def experiment_overrides(config: str, stage_number: int, *, vocab_size: int,
 
 
 def model_description(config: str, *, vocab_size: int, tokenizer: dict, stage_number: int,
-                      encoder: dict | None = None, train_data: dict | None = None) -> dict:
+                      encoder: dict | None = None, train_data: dict | None = None,
+                      next_sentence_prediction: bool = True) -> dict:
     """``bertja_model.json``: what a converter needs to rebuild the network exactly.
 
     Keys mirror Hugging Face's ``BertConfig`` where one exists, so a converter can pass them on.
@@ -221,8 +228,9 @@ def model_description(config: str, *, vocab_size: int, tokenizer: dict, stage_nu
         "attention_probs_dropout_prob": float(enc["attention_dropout_rate"]),
         "initializer_range": float(enc["initializer_range"]),
         "layer_norm_eps": LAYER_NORM_EPS,
+        # MLM only: the checkpoint has no classification head.
         "next_sentence_head": {"name": "next_sentence", "inner_dim": int(enc["hidden_size"]),
-                               "activation": "tanh", "num_classes": 2},
+                               "activation": "tanh", "num_classes": 2} if next_sentence_prediction else None,
         "tokenizer": dict(tokenizer),
     }
 
@@ -231,24 +239,28 @@ def model_description(config: str, *, vocab_size: int, tokenizer: dict, stage_nu
 # Committed experiment YAML files (for reading, and for `python -m official.nlp.train`)
 # ---------------------------------------------------------------------------
 
-def experiment_name(config: str, tokenizer_type: str, stage_number: int) -> str:
-    return f"{config}_{tokenizer_type}_stage{stage_number}_{stage(stage_number).corpus}"
+def experiment_name(config: str, tokenizer_type: str, stage_number: int, next_sentence_prediction: bool = True) -> str:
+    objective = "" if next_sentence_prediction else "_mlm"
+    return f"{config}_{tokenizer_type}{objective}_stage{stage_number}_{stage(stage_number).corpus}"
 
 
-def experiment_yaml(config: str, tokenizer_type: str, stage_number: int) -> str:
+def experiment_yaml(config: str, tokenizer_type: str, stage_number: int, next_sentence_prediction: bool = True) -> str:
+    objective = "MLM + NSP" if next_sentence_prediction else "MLM only"
     header = (f"# Generated by `python -m components.train.configs` from components/train/configs.py:\n"
               f"# do not edit. Model Garden experiment {EXPERIMENT}, {config} {tokenizer_type}, "
-              f"stage {stage_number} ({stage(stage_number).corpus}).\n"
-              f"# Per run: task.train_data.input_path, task.init_checkpoint (stage 2), "
-              f"runtime.distribution_strategy.\n")
-    body = experiment_overrides(config, stage_number, vocab_size=TOKENIZER_VOCAB_SIZES[tokenizer_type])
+              f"stage {stage_number} ({stage(stage_number).corpus}), {objective}.\n"
+              f"# Per run: task.train_data.input_path, task.init_checkpoint (stage 2; none for one-stage "
+              f"recipes, which train stage 2 from scratch), runtime.distribution_strategy.\n")
+    body = experiment_overrides(config, stage_number, vocab_size=TOKENIZER_VOCAB_SIZES[tokenizer_type],
+                                next_sentence_prediction=next_sentence_prediction)
     return header + yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
 
 
 def all_experiments() -> dict[str, str]:
-    """File name -> YAML text for every profile x tokenizer x stage."""
-    return {f"{experiment_name(c, t, s)}.yaml": experiment_yaml(c, t, s)
-            for c in PROFILES for t in TOKENIZER_VOCAB_SIZES for s in STAGES}
+    """File name -> YAML text for every profile x tokenizer x stage, and the MLM-only ones."""
+    variants = [(t, True) for t in TOKENIZER_VOCAB_SIZES] + [(t, False) for t in MLM_ONLY_TOKENIZERS]
+    return {f"{experiment_name(c, t, s, nsp)}.yaml": experiment_yaml(c, t, s, nsp)
+            for c in PROFILES for t, nsp in variants for s in STAGES}
 
 
 def main(argv: list[str] | None = None) -> int:

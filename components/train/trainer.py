@@ -92,6 +92,15 @@ def data_files(data: str) -> list[str]:
 
 def _tokenizer_facts(tokenizer_dir: str) -> tuple[int, dict]:
     """(vocab size, tokenizer description for bertja_model.json) from a tokenizer directory."""
+    info_uri = storage.join(tokenizer_dir, tokenizer_files.BERTJA_TOKENIZER_FILE)
+    if storage.exists(info_uri):
+        info = tokenizer_files.read_tokenizer_info(tokenizer_dir)
+        if info["type"] not in tokenizer_files.SUBWORD_TYPES:  # SentencePiece, bytes: a tokenizer.json
+            return int(info["vocab_size"]), {
+                "tokenizer_class": "PreTrainedTokenizerFast", "type": info["type"],
+                "word_splitter": info["word_splitter"], "do_lower_case": info["do_lower_case"],
+                "mecab_dic": info["mecab_dic"], "tokenizer_dir": tokenizer_dir,
+            }
     for name in (tokenizer_files.VOCAB_FILE, tokenizer_files.TOKENIZER_CONFIG_FILE):
         uri = storage.join(tokenizer_dir, name)
         if not storage.exists(uri):
@@ -119,16 +128,22 @@ def _first_example(uri: str) -> dict[str, list]:
     return example
 
 
-def check_data(uri: str, *, seq_length: int, max_predictions_per_seq: int, vocab_size: int) -> dict:
+def check_data(uri: str, *, seq_length: int, max_predictions_per_seq: int, vocab_size: int,
+               next_sentence_prediction: bool = True) -> dict:
     """Checks the first example of ``uri`` against the stage; returns its feature lengths.
 
     Mismatched lengths would otherwise surface as an opaque parse error deep inside tf.data.
+    MLM-only data (no ``next_sentence_labels``) trains only with ``next_sentence_prediction=False``;
+    NSP data may train MLM only (the labels are not read).
     """
     feature = _first_example(uri)
-    missing = [n for n in (*_SEQ_FEATURES, *_PRED_FEATURES, "next_sentence_labels") if n not in feature]
+    missing = [n for n in (*_SEQ_FEATURES, *_PRED_FEATURES) if n not in feature]
     if missing:
         hint = " (v1 feature names? the data must use Model Garden v2 names)" if "input_ids" in feature else ""
         raise BadInput(f"{uri}: first example lacks feature(s) {', '.join(missing)}{hint}")
+    if next_sentence_prediction and "next_sentence_labels" not in feature:
+        raise BadInput(f"{uri}: MLM-only data (no next_sentence_labels) but the model trains next sentence "
+                       "prediction: train it with next_sentence_prediction=False (--no-next-sentence-prediction)")
 
     lengths = {name: len(feature[name]) for name in (*_SEQ_FEATURES, *_PRED_FEATURES)}
     for names, want, what in ((_SEQ_FEATURES, seq_length, "seq_length"),
@@ -266,7 +281,7 @@ def _logger() -> logging.Logger:
 
 def train(*, config: str, stage: int, data: str, model_dir: str, tokenizer_dir: str,
           init_checkpoint: str | None = None, strategy: str = "one_device", tpu: str = "local",
-          train_steps: int | None = None, overrides=()) -> dict:
+          train_steps: int | None = None, overrides=(), next_sentence_prediction: bool = True) -> dict:
     """Trains (or resumes) one pretraining stage; returns the final metrics.
 
     ``data`` is a glob of GZIP TFRecords, or comma-separated globs/URIs (local, file:// or gs://); ``model_dir`` receives the
@@ -293,7 +308,7 @@ def train(*, config: str, stage: int, data: str, model_dir: str, tokenizer_dir: 
         return _train(prof=prof, st=st, files=files, model_dir=model_dir, vocab_size=vocab_size,
                       tokenizer=tokenizer, init_checkpoint=init_checkpoint, strategy=strategy, tpu=tpu,
                       train_steps=train_steps, overrides=overrides, log=log,
-                      started=started)
+                      started=started, next_sentence_prediction=bool(next_sentence_prediction))
     except BaseException as e:
         # The controller of a TPU VM sees the trainer only through storage: every failure,
         # bad input included, must leave failed.json behind.
@@ -310,14 +325,15 @@ def train(*, config: str, stage: int, data: str, model_dir: str, tokenizer_dir: 
 
 def experiment_params(*, config: str, stage: int, vocab_size: int, files: list[str],
                       init_checkpoint: str | None = None, strategy: str = "one_device", tpu: str = "local",
-                      train_steps: int | None = None, overrides=()):
+                      train_steps: int | None = None, overrides=(), next_sentence_prediction: bool = True):
     """Model Garden's experiment config for one run (locked): the profile's settings, then the run's
     data, init checkpoint and strategy, then the user's ``key=value`` overrides."""
     from official.common import registry_imports  # noqa: F401  (registers bert/pretraining)
     from official.core import exp_factory
 
     params = exp_factory.get_exp_config(configs.EXPERIMENT)
-    params.override(configs.experiment_overrides(config, stage, vocab_size=vocab_size, train_steps=train_steps),
+    params.override(configs.experiment_overrides(config, stage, vocab_size=vocab_size, train_steps=train_steps,
+                                                 next_sentence_prediction=next_sentence_prediction),
                     is_strict=True)
     params.override({
         "task": {"train_data": {"input_path": ",".join(_tf_path(f) for f in files)},
@@ -335,16 +351,17 @@ def experiment_params(*, config: str, stage: int, vocab_size: int, files: list[s
 
 
 def _train(*, prof, st, files, model_dir, vocab_size, tokenizer, init_checkpoint, strategy, tpu,
-           train_steps, overrides, log, started) -> dict:
+           train_steps, overrides, log, started, next_sentence_prediction=True) -> dict:
     resumed_from = latest_checkpoint(model_dir)
     init = _resolve_init_checkpoint(init_checkpoint) if init_checkpoint and not resumed_from else None
     params = experiment_params(config=prof.name, stage=st.number, vocab_size=vocab_size, files=files,
                                init_checkpoint=init, strategy=strategy, tpu=tpu, train_steps=train_steps,
-                               overrides=overrides)
+                               overrides=overrides, next_sentence_prediction=next_sentence_prediction)
     data_cfg = params.task.train_data
     description = configs.model_description(prof.name, vocab_size=vocab_size, tokenizer=tokenizer,
                                             stage_number=st.number, encoder=params.task.model.encoder.bert.as_dict(),
-                                            train_data=data_cfg.as_dict())
+                                            train_data=data_cfg.as_dict(),
+                                            next_sentence_prediction=next_sentence_prediction)
     description_uri = storage.join(model_dir, configs.MODEL_DESCRIPTION)
     if resumed_from:
         _check_same_architecture(description, description_uri, f"--model-dir {model_dir}")
@@ -353,7 +370,7 @@ def _train(*, prof, st, files, model_dir, vocab_size, tokenizer, init_checkpoint
         _check_same_architecture(description, storage.join(init_dir, configs.MODEL_DESCRIPTION),
                                  f"--init-checkpoint {init_checkpoint}")
     check_data(files[0], seq_length=data_cfg.seq_length, max_predictions_per_seq=data_cfg.max_predictions_per_seq,
-               vocab_size=description["vocab_size"])
+               vocab_size=description["vocab_size"], next_sentence_prediction=next_sentence_prediction)
 
     from official.common import distribute_utils
     from official.core import task_factory, train_lib, train_utils
