@@ -8,6 +8,11 @@ Every step reads and writes through here so that the same code runs on a laptop
 - Writes are atomic: a local file is written under a temporary name in the same
   directory and renamed on success; a GCS object only appears when its upload is
   finalised, which we skip when the block raised. Nothing half-written is left.
+  A temporary names its host and process, so the next write of the same file
+  removes those whose writer was killed (SIGKILL, OOM) before it could.
+- Bad paths are bad input here, for every step alike: a directory where a file
+  is expected (or the reverse), an empty compressed file, invalid UTF-8, an
+  output that would overwrite one of the step's inputs (``check_outputs``).
 - ``gs://`` goes through ``google-cloud-storage``, whose blob readers and writers
   stream; ``STORAGE_EMULATOR_HOST`` points it at an emulator (tests).
 """
@@ -21,9 +26,13 @@ import io
 import json
 import lzma
 import os
+import posixpath
+import re
 import shutil
+import socket
+import stat as _stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 from urllib.parse import unquote, urlparse
 
@@ -86,6 +95,14 @@ def join(base: str, *parts: str) -> str:
 
 def basename(uri: str) -> str:
     return os.fspath(uri).rstrip("/").rsplit("/", 1)[-1]
+
+
+def dirname(uri: str) -> str:
+    """The folder a file or object is in (``.`` for a bare local name)."""
+    uri = os.fspath(uri).rstrip("/")
+    if "://" in uri:
+        return uri.rsplit("/", 1)[0]
+    return os.path.dirname(uri) or "."
 
 
 def _client():
@@ -199,6 +216,110 @@ def _glob_match(name: str, pattern: str) -> bool:
 
 
 # ---------------------------------------------------------------------------
+# Checks a step makes before any work
+# ---------------------------------------------------------------------------
+
+def _resolved(uri: str) -> str | None:
+    """A comparable identity of a path or URI: the real path (links, ``..``, ``file://``
+    resolved), ``gs://BUCKET/normalised/key``; None for http(s), which is never written."""
+    uri = os.fspath(uri)
+    if uri.startswith(("http://", "https://")):
+        return None
+    if is_gcs(uri):
+        bucket, key = split_gcs(uri)
+        key = posixpath.normpath("/" + key).lstrip("/")
+        return f"gs://{bucket}/{key}".rstrip("/")
+    return os.path.realpath(local_path(uri))
+
+
+def _inside(path: str, directory: str) -> bool:
+    sep = "/" if is_gcs(directory) else os.sep
+    return path == directory or path.startswith(directory.rstrip(sep) + sep)
+
+
+def _file_in_the_way(path: str) -> str | None:
+    """The first existing ancestor-or-self of a local path if it is not a directory."""
+    while path and not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return None
+        path = parent
+    return path if path and not os.path.isdir(path) else None
+
+
+def check_outputs(inputs: Iterable[str | None], *, files: Iterable[str] = (), dirs: Iterable[str] = ()) -> None:
+    """Refuses (BadInput), before any work, outputs that would destroy an input or cannot be written.
+
+    An output file may not be an input (compared resolved: symbolic links,
+    ``..`` and ``file://`` followed; the same object for ``gs://``) nor an
+    existing directory; an output directory may not be or hold an input, nor be
+    (or lie under) a file. Empty or None inputs are skipped.
+    """
+    ins = [(uri, _resolved(uri)) for uri in (os.fspath(i) for i in inputs if i)]
+    ins = [(uri, r) for uri, r in ins if r is not None]
+    for out in files:
+        r = _resolved(out)
+        for uri, rin in ins:
+            if r == rin or (not is_gcs(r) and os.path.exists(r) and os.path.exists(rin)
+                            and os.path.samefile(r, rin)):
+                raise BadInput(f"{out}: output is the input {uri}; writing it would destroy the input")
+        if not is_gcs(r):
+            if os.path.isdir(r):
+                raise BadInput(f"{out}: is a directory, expected a file path")
+            blocker = _file_in_the_way(os.path.dirname(r))
+            if blocker:
+                raise BadInput(f"{out}: {blocker} is a file, expected a directory")
+    for out in dirs:
+        r = _resolved(out)
+        for uri, rin in ins:
+            if _inside(rin, r):
+                how = "is" if rin == r else "holds"
+                raise BadInput(f"{out}: output directory {how} the input {uri}; writing it would destroy the input")
+        if not is_gcs(r):
+            blocker = _file_in_the_way(r)
+            if blocker:
+                raise BadInput(f"{out}: {blocker} is a file, expected a directory")
+
+
+def check_rereadable(uri: str) -> None:
+    """A step that reads an input twice needs a file: a pipe (``/dev/stdin``) would be empty the second time."""
+    if is_gcs(uri):
+        return
+    try:
+        mode = os.stat(local_path(uri)).st_mode
+    except FileNotFoundError:
+        return  # the read names it
+    if not _stat.S_ISREG(mode) and not _stat.S_ISDIR(mode):
+        raise BadInput(f"{uri}: not a regular file (a pipe or device?); this step reads its input twice")
+
+
+def prune(directory: str, pattern: str, keep: Iterable[str]) -> list[str]:
+    """Removes the files directly in ``directory`` whose names fully match ``pattern`` (a regex)
+    and are not in ``keep``: what an earlier run of a step left that this run did not write.
+
+    Only names matching the step's own pattern are touched, never other files. Returns the URIs removed.
+    """
+    keep_names = {basename(k) for k in keep}
+    name_re = re.compile(pattern)
+    if is_gcs(directory):
+        prefix = directory.rstrip("/") + "/"
+        candidates = [f for f in list_files(directory) if "/" not in f[len(prefix):]]
+    else:
+        root = local_path(directory)
+        try:
+            candidates = [os.path.join(root, n) for n in os.listdir(root) if os.path.isfile(os.path.join(root, n))]
+        except FileNotFoundError:
+            return []
+    removed = []
+    for uri in sorted(candidates):
+        name = basename(uri)
+        if name_re.fullmatch(name) and name not in keep_names:
+            remove(uri)
+            removed.append(uri)
+    return removed
+
+
+# ---------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------
 
@@ -256,7 +377,17 @@ def open_read(uri: str, *, text: bool = False, decompress: bool = True,
                 raw = stack.enter_context(open(path, "rb"))
             except FileNotFoundError as e:
                 raise BadInput(f"{uri}: no such file") from e
+            except IsADirectoryError as e:
+                raise BadInput(f"{uri}: is a directory, expected a file") from e
+            except NotADirectoryError as e:
+                raise BadInput(f"{uri}: {_file_in_the_way(os.path.dirname(path))} is a file, "
+                               "expected a directory") from e
+            except PermissionError as e:
+                raise BadInput(f"{uri}: permission denied") from e
         kind = _compression(uri) if decompress else None
+        if kind and _stored_size(blob if is_gcs(uri) else raw) == 0:
+            # Not even a header: GzipFile/LZMAFile would read it as empty text.
+            raise BadInput(f"{uri}: empty file (0 bytes), not {'gzip' if kind == 'gz' else 'xz'} data")
         stream: IO[bytes] = raw
         if kind == "gz":
             stream = io.BufferedReader(_CheckedReader(gzip.GzipFile(fileobj=raw, mode="rb"), uri),
@@ -268,6 +399,14 @@ def open_read(uri: str, *, text: bool = False, decompress: bool = True,
             yield io.TextIOWrapper(stream, encoding=encoding, errors=errors, newline="\n")
         else:
             yield stream
+
+
+def _stored_size(source) -> int | None:
+    """Bytes stored: a GCS blob's size, a regular local file's size; None for a pipe."""
+    if hasattr(source, "fileno"):
+        st = os.fstat(source.fileno())
+        return st.st_size if _stat.S_ISREG(st.st_mode) else None
+    return int(source.size) if source.size is not None else None
 
 
 def read_text(uri: str) -> str:
@@ -298,11 +437,15 @@ def iter_lines(uri: str) -> Iterator[tuple[int, str]]:
     """
     with open_read(uri) as f:
         for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise BadInput(f"{uri}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from e
-            yield lineno, line.rstrip("\n").rstrip("\r")
+            yield lineno, decode_line(uri, lineno, raw).rstrip("\n").rstrip("\r")
+
+
+def decode_line(uri: str, lineno: int, raw: bytes) -> str:
+    """One line's UTF-8 text; bad bytes are bad input naming the file and line (every step refuses them)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{uri}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from e
 
 
 # ---------------------------------------------------------------------------
@@ -356,9 +499,15 @@ def open_write(uri: str, *, text: bool = False, compress: bool | None = None,
         commit, abort = sink.commit, sink.abort
     else:
         path = local_path(uri)
+        if os.path.isdir(path):
+            raise BadInput(f"{uri}: is a directory, expected a file path")
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as e:
+            raise BadInput(f"{uri}: {_file_in_the_way(directory)} is a file, expected a directory") from e
+        _sweep_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path, os.getpid()), suffix=".tmp", dir=directory)
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file gets what open() would give
         raw = os.fdopen(fd, "wb", buffering=1 << 20)
 
@@ -398,6 +547,54 @@ def open_write(uri: str, *, text: bool = False, compress: bool | None = None,
                 with contextlib.suppress(Exception):
                     raw.close()
             abort()
+
+
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _temporary_prefix(path: str, pid: int) -> str:
+    """``.NAME.HOST.PID.``: mkstemp adds random letters and ``.tmp`` (no dots in either)."""
+    return f".{os.path.basename(path)}.{_HOST}.{pid}."
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    try:  # a zombie (killed, not yet reaped) writes nothing more
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _sweep_stale_temporaries(path: str) -> list[str]:
+    """Removes temporaries of ``path`` whose writer, on this host, is no longer running.
+
+    A writer killed with SIGKILL (or by the OOM killer) cannot remove its own.
+    Another host's temporaries (a shared file system) are left alone: whether
+    their writer runs cannot be told from here.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    head = f".{name}."
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for entry in names:
+        if not (entry.startswith(head) and entry.endswith(".tmp")):
+            continue
+        parts = entry[len(head):-len(".tmp")].split(".")
+        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit() or _pid_running(int(parts[1])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, entry))
+            removed.append(entry)
+    return removed
 
 
 def write_text(uri: str, text: str) -> None:

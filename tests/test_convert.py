@@ -242,7 +242,7 @@ def test_a_failure_after_the_weights_leaves_no_directory(trained, tmp_path):
     storage.copy_tree(trained["tokenizer_dir"], str(tokenizer))
     os.unlink(tokenizer / tokenizer_files.SPECIAL_TOKENS_MAP_FILE)
     (tokenizer / tokenizer_files.SPECIAL_TOKENS_MAP_FILE).mkdir()  # exists, but cannot be copied
-    with pytest.raises(OSError):
+    with pytest.raises(BadInput, match="special_tokens_map.json: is a directory"):
         convert_checkpoint(trained["model_dir"], str(tmp_path / "out"), tokenizer_dir=str(tokenizer))
     assert not (tmp_path / "out").exists()
 

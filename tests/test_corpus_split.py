@@ -82,3 +82,25 @@ def test_bad_parameters_and_inputs(tmp_path):
     with pytest.raises(BadInput, match=r"bad\.txt:2: invalid UTF-8"):
         split_corpus([str(bad)], str(tmp_path / "out"), num_files=2)
     assert not (tmp_path / "out" / "corpus_01.txt").exists()  # no shard half-written
+
+
+def test_a_rerun_with_fewer_shards_leaves_exactly_its_own(tmp_path):
+    """Shards an earlier run wrote beyond this run's go; files not named like shards stay."""
+    out = tmp_path / "shards"
+    out.mkdir()
+    for name in ("notes.txt", "corpus_final.txt", "corpus_1.txt"):
+        (out / name).write_text("mine")
+    assert len(split_corpus([str(JA)], str(out), num_files=12)["files"]) == 12
+    split_corpus([str(JA)], str(out), num_files=3)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "corpus_01.txt", "corpus_02.txt", "corpus_03.txt", "corpus_1.txt", "corpus_final.txt", "notes.txt"]
+
+
+def test_a_rerun_on_gcs_leaves_exactly_its_own(gcs):
+    storage.copy(str(JA), f"{gcs}/rerun/ja.txt")
+    split_corpus([f"{gcs}/rerun/ja.txt"], f"{gcs}/rerun/shards", num_files=4)
+    storage.write_text(f"{gcs}/rerun/shards/sub/corpus_09.txt", "not directly in the folder")
+    split_corpus([f"{gcs}/rerun/ja.txt"], f"{gcs}/rerun/shards", num_files=2)
+    assert storage.list_files(f"{gcs}/rerun/shards") == [
+        f"{gcs}/rerun/shards/corpus_01.txt", f"{gcs}/rerun/shards/corpus_02.txt",
+        f"{gcs}/rerun/shards/sub/corpus_09.txt"]

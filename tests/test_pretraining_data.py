@@ -240,7 +240,7 @@ def test_statistics_match_the_reference(made, kind):
     assert abs(s["mean_tokens_per_instance"] / ref_tokens - 1) < 0.03
     assert abs(s["mean_masked_per_instance"] / ref_masked - 1) < 0.03
     assert abs(s["random_next_rate"] - ref_random) < 0.02
-    assert s["documents"] == 351 and s["sentences"] == 15000 and s["invalid_utf8_lines"] == 0
+    assert s["documents"] == 351 and s["sentences"] == 15000 and s["input_lines"] == 15351
 
 
 # ---------------------------------------------------------------------------
@@ -344,15 +344,31 @@ def test_bad_vocab_dirs_fail_before_any_work(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["novocab"]
 
 
-def test_invalid_utf8_lines_are_counted_and_skipped(vocab_dirs, tmp_path, capsys):
-    lines = CORPUS.read_bytes().splitlines(keepends=True)[:300]
-    lines[5] = b"\xff\xfe broken line\n"
-    lines[40] = "壊れた行".encode("utf-8")[:-1] + b"\n"  # a cut multi-byte character
+@pytest.mark.parametrize("workers", [1, 2])
+def test_invalid_utf8_is_bad_input_naming_the_line_like_every_other_step(vocab_dirs, tmp_path, workers):
+    lines = CORPUS.read_bytes().splitlines(keepends=True)[:3000]
+    lines[2040] = "壊れた行".encode("utf-8")[:-1] + b"\n"  # a cut multi-byte character, in the second chunk
     shard = tmp_path / "shard.txt"
     shard.write_bytes(b"".join(lines))
-    summary = create_pretraining_data(str(shard), str(tmp_path / "o.tfrecord.gz"), vocab_dirs["wordpiece"])
-    assert summary["invalid_utf8_lines"] == 2 and summary["input_lines"] == 300
-    assert "skipped 2 line(s) of invalid UTF-8 (first at line(s) 6, 41)" in capsys.readouterr().err
+    with pytest.raises(BadInput, match=r"shard.txt:2041: invalid UTF-8"):
+        create_pretraining_data(str(shard), str(tmp_path / "o.tfrecord.gz"), vocab_dirs["wordpiece"], workers=workers)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard.txt"]
+
+
+def test_a_rerun_with_fewer_files_leaves_exactly_its_own(small_corpus, vocab_dirs, tmp_path):
+    """Files of the same stem an earlier run wrote go; other stems and other files stay."""
+    vocab = vocab_dirs["character"]
+    (tmp_path / "notes.txt").write_text("mine")
+    create_pretraining_data(small_corpus, str(tmp_path / "other.tfrecord.gz"), vocab, dupe_factor=1)
+    out = str(tmp_path / "part.tfrecord.gz")
+    create_pretraining_data(small_corpus, out, vocab, num_output_files=3, dupe_factor=1)
+    second = create_pretraining_data(small_corpus, out, vocab, num_output_files=2, dupe_factor=1)
+    kept = ["notes.txt", "other.summary.json", "other.tfrecord.gz", "part.summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + [Path(u).name for u in second["outputs"]])
+    create_pretraining_data(small_corpus, out, vocab, num_output_files=1, dupe_factor=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["part.tfrecord.gz"])
+    create_pretraining_data(small_corpus, out, vocab, num_output_files=2, dupe_factor=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + [Path(u).name for u in second["outputs"]])
 
 
 def test_failure_leaves_no_partial_output(small_corpus, vocab_dirs, tmp_path):

@@ -1,6 +1,8 @@
 import gzip
 import lzma
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -60,3 +62,52 @@ def test_gcs_missing_object_and_glob_parts(gcs):
     # As a local glob (and tf.io.gfile.glob): * does not reach into sub-folders.
     assert storage.glob(f"{gcs}/g/*.txt") == [f"{gcs}/g/a.txt"]
     assert storage.glob(f"{gcs}/g/*/*.txt") == [f"{gcs}/g/sub/b.txt"]
+
+
+def test_a_temporary_whose_writer_died_is_swept_by_the_next_write(tmp_path):
+    """A SIGKILLed writer leaves ``.NAME.HOST.PID.xxxx.tmp``; the next write of NAME removes it
+    when PID no longer runs here, and leaves live writers', other hosts' and other files' alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = storage._HOST
+    stale = tmp_path / f".out.txt.{host}.{dead.pid}.abcdefgh.tmp"
+    live = tmp_path / f".out.txt.{host}.{os.getpid()}.abcdefgh.tmp"
+    foreign = tmp_path / f".out.txt.otherhost.{dead.pid}.abcdefgh.tmp"
+    other_output = tmp_path / f".other.txt.{host}.{dead.pid}.abcdefgh.tmp"
+    for path in (stale, live, foreign, other_output):
+        path.write_text("half")
+    storage.write_text(str(tmp_path / "out.txt"), "done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.txt", live.name, foreign.name, other_output.name])
+
+
+def test_prune_removes_only_the_pattern_and_not_what_is_kept(tmp_path):
+    for name in ("corpus_01.txt", "corpus_02.txt", "corpus_03.txt", "corpus_x.txt", "notes.txt"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "corpus_04.txt").mkdir()
+    removed = storage.prune(str(tmp_path), r"corpus_\d{2,}\.txt", keep=[str(tmp_path / "corpus_01.txt")])
+    assert removed == [str(tmp_path / "corpus_02.txt"), str(tmp_path / "corpus_03.txt")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus_01.txt", "corpus_04.txt", "corpus_x.txt", "notes.txt"]
+    assert storage.prune(str(tmp_path / "missing"), r".*", keep=[]) == []
+
+
+def test_reading_a_directory_a_pipe_or_an_empty_compressed_object(tmp_path, gcs):
+    with pytest.raises(BadInput, match="is a directory, expected a file"):
+        storage.read_text(str(tmp_path))
+    with pytest.raises(BadInput, match="is a directory, expected a file path"):
+        storage.write_text(str(tmp_path), "x")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(BadInput, match="f is a file, expected a directory"):
+        storage.write_text(str(tmp_path / "f" / "g.txt"), "x")
+    with pytest.raises(BadInput, match="f is a file, expected a directory"):
+        storage.read_text(str(tmp_path / "f" / "g.txt"))
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    with pytest.raises(BadInput, match="not a regular file"):
+        storage.check_rereadable(f"/proc/self/fd/{read_end}")
+    os.close(read_end)
+    storage.check_rereadable(str(tmp_path / "f"))
+    storage.write_bytes(f"{gcs}/empty.txt.gz", b"")
+    with pytest.raises(BadInput, match="empty.txt.gz: empty file"):
+        storage.read_text(f"{gcs}/empty.txt.gz")
+    storage.write_bytes(f"{gcs}/empty.txt", b"")
+    assert storage.read_text(f"{gcs}/empty.txt") == ""  # an empty plain file is just empty

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from components import storage
 from components.convert.convert import convert_checkpoint
 
 
@@ -20,6 +21,7 @@ def main(argv: list[str], prog: str = "bertja convert") -> int:
     parser.add_argument("--tokenizer-dir", required=True,
                         help="tokenizer directory (vocab.txt, tokenizer_config.json) the model was trained with")
     args = parser.parse_args(argv)
+    storage.check_outputs([args.checkpoint, args.tokenizer_dir], dirs=[args.output_dir])
     summary = convert_checkpoint(args.checkpoint, args.output_dir, tokenizer_dir=args.tokenizer_dir)
     print(json.dumps(summary, indent=2))
     return 0

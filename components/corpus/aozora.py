@@ -169,6 +169,7 @@ def build_aozora_corpus(aozora_dir: str, output_uri: str, *, sentences: int = 20
     """Writes about ``sentences`` sentences (whole documents) of public-domain prose."""
     if sentences < 1:
         raise BadInput(f"sentences={sentences}: must be >= 1")
+    storage.check_outputs([aozora_dir], files=[output_uri])
     progress = Progress("aozora corpus", "sentences", total=sentences)
     stats = {"works": 0, "works_skipped": 0, "documents": 0, "sentences": 0}
     docs = aozora_documents(aozora_dir, authors=authors, min_length=min_length, max_length=max_length,

@@ -3,7 +3,8 @@
 Two streaming passes: count the non-empty lines, then select each one with
 probability (still needed / still left) (Knuth's selection sampling). Memory
 does not grow with the input or with K; the result is the same for the same
-seed; lines come out in input order.
+seed; lines come out in input order. Inputs are read twice, so they must be
+files or objects: a pipe (``/dev/stdin``) is refused rather than sampled empty.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def sample_lines(inputs: list[str], output: str, *, lines: int, seed: int = 0) -
     inputs = input_list(inputs)
     if lines < 1:
         raise BadInput(f"lines={lines}: must be >= 1")
+    storage.check_outputs(inputs, files=[output])
+    for uri in inputs:
+        storage.check_rereadable(uri)
     start = time.monotonic()
     progress = Progress("sample: counting", "lines")
     available = 0
@@ -48,5 +52,8 @@ def sample_lines(inputs: list[str], output: str, *, lines: int, seed: int = 0) -
                 written += 1
             left -= 1
             progress.add()
+        if left != 0:  # raised inside the write: no sample appears
+            raise BadInput(f"{', '.join(inputs)}: changed while being read ({available} non-empty lines on the "
+                           f"first pass, {available - left} on the second)")
     progress.done()
     return {"lines": written, "lines_available": available, "seconds": round(time.monotonic() - start, 3)}

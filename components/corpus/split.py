@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 
 from components import storage
 from components.errors import BadInput
@@ -37,11 +38,15 @@ def split_corpus(inputs: list[str], output_dir: str, *, num_files: int, seed: in
     """Writes ``num_files`` shards under ``output_dir``; returns their URIs and counts.
 
     Inputs may be plain, ``.gz`` or ``.xz``, local or ``gs://``. All shards are
-    written at once, streaming, and appear only when every input was read.
+    written at once, streaming, and appear only when every input was read. Then
+    shards an earlier run left there (``PREFIX<digits>.txt`` beyond this run's)
+    are removed, so a glob over the directory sees exactly this run's shards;
+    other files are not touched.
     """
     inputs = input_list(inputs)
     if num_files < 1:
         raise BadInput(f"num_files={num_files}: must be >= 1")
+    storage.check_outputs(inputs, dirs=[output_dir])
     files = [storage.join(output_dir, name) for name in shard_names(num_files, prefix)]
     documents = [0] * num_files
     lines = [0] * num_files
@@ -69,6 +74,7 @@ def split_corpus(inputs: list[str], output_dir: str, *, num_files: int, seed: in
                 documents[shard] += 1
                 shard = rng.randrange(num_files)
                 in_document = False
+    storage.prune(output_dir, re.escape(prefix) + r"\d{2,}\.txt", keep=files)
     seconds = progress.done()
     return {"files": files, "documents_per_file": documents, "lines_per_file": lines,
             "documents": sum(documents), "lines": sum(lines), "seconds": round(seconds, 3)}

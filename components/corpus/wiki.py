@@ -170,10 +170,9 @@ class _PageProcessor:
         """The page on a line, or None for index lines and blank lines."""
         if not raw.strip():
             return None
+        text = storage.decode_line(self.input_uri, lineno, raw)
         try:
-            item = json.loads(raw)
-        except UnicodeDecodeError as e:
-            raise BadInput(f"{self.input_uri}:{lineno}: invalid UTF-8 ({e.reason} at byte {e.start})") from e
+            item = json.loads(text)
         except ValueError as e:
             raise BadInput(f"{self.input_uri}:{lineno}: invalid JSON ({e})") from e
         if not isinstance(item, dict):
@@ -253,6 +252,7 @@ def build_wiki_corpus(input_uri: str, output_uri: str, *, min_length: int = 10, 
         raise BadInput(f"min_length={min_length}, max_length={max_length}: need 0 <= min_length <= max_length")
     if workers < 1:
         raise BadInput(f"workers={workers}: must be >= 1")
+    storage.check_outputs([input_uri], files=[output_uri])
     init_args = (input_uri, min_length, max_length, mecab_dic)
     totals = dict.fromkeys(COUNTERS, 0)
     progress = Progress("wiki corpus", "pages")

@@ -144,6 +144,7 @@ def download(url: str, output: str, *, sha256: str | None = None, md5: str | Non
     if max_retries < 0:
         raise BadInput(f"max_retries={max_retries}: must be >= 0")
     url, output = os.fspath(url), os.fspath(output)
+    storage.check_outputs([url], files=[output])
     start = time.monotonic()
     if is_http(url):
         stats = _HttpDownload(url, output, sha256=sha256, md5=md5, expected_size=expected_size,
@@ -448,6 +449,7 @@ def extract_member(archive_uri: str, member: str, output: str, *,
                        "download it first (download_member does both)")
     if not storage.exists(archive_uri):
         raise BadInput(f"{archive_uri}: no such file or object")
+    storage.check_outputs([archive_uri], files=[output])
     digest = hashlib.sha256()
     with _open_zip(archive_uri) as archive:
         name = _find_member(archive.namelist(), member, archive_uri)

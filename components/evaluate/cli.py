@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from components import storage
 from components.evaluate import core, jglue
 
 
@@ -48,6 +49,8 @@ def main(argv: list[str], prog: str = "bertja evaluate") -> int:
     group.add_argument("--seeds", type=int, default=1, help="seeds per grid point: mean and spread (default: %(default)s)")
     group.add_argument("--max-examples", type=int, help="keep the first N train and dev examples of each task")
     args = parser.parse_args(argv)
+    storage.check_outputs([args.model_dir, *args.eval_data, args.sentences, args.finetune_train,
+                           args.finetune_eval, args.jglue, args.livedoor], dirs=[args.output_dir])
     if args.jglue or args.livedoor:
         result = jglue.evaluate_jglue(args.model_dir, output_dir=args.output_dir, jglue_dir=args.jglue,
                                       task_names=args.tasks, livedoor_dir=args.livedoor, grid=args.grid,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sys
+import re
 import time
 from contextlib import ExitStack
 
@@ -147,13 +147,11 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
     _check("num_output_files", num_output_files >= 1, "must be >= 1", num_output_files)
     _check("shuffle_buffer", shuffle_buffer >= 1, "must be >= 1", shuffle_buffer)
     outputs = output_uris(output_uri, num_output_files)
+    storage.check_outputs([input_uri, vocab_dir], files=[*outputs, summary_uri(output_uri)])
     tokenizer = load_tokenizer(vocab_dir, do_lower_case)
 
     docs, read = read_documents(input_uri, tokenizer, workers=workers)
     tokenized = time.monotonic()
-    if read.invalid_utf8_lines:
-        print(f"pretraining-data: {input_uri}: skipped {read.invalid_utf8_lines} line(s) of invalid UTF-8 "
-              f"(first at line(s) {', '.join(map(str, read.first_invalid_lines))})", file=sys.stderr)
     if not len(docs):
         raise BadInput(f"{input_uri}: no sentences with tokens ({read.input_lines} lines read); "
                        "an empty shard gives no pretraining data")
@@ -202,7 +200,6 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
         "input_tokens": docs.num_tokens,
         "document_bytes": docs.nbytes(),
         "input_lines": read.input_lines,
-        "invalid_utf8_lines": read.invalid_utf8_lines,
         "lines_without_tokens": read.lines_without_tokens,
         "seed": seed,
         "max_seq_length": max_seq_length,
@@ -220,4 +217,14 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
         "seconds": round(time.monotonic() - started, 3),
     }
     storage.write_text(summary_uri(output_uri), json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    _prune_earlier_outputs(output_uri, outputs)
     return summary
+
+
+def _prune_earlier_outputs(output_uri: str, outputs: list[str]) -> None:
+    """Removes the data files an earlier run with another ``num_output_files`` left beside
+    these (``STEM.tfrecord.gz``, ``STEM-0000i-of-0000K.tfrecord.gz``): a glob then sees this
+    run's files only. Files of other stems and other names are never touched."""
+    stem = _stem(output_uri)
+    pattern = re.escape(storage.basename(stem)) + r"(-\d{5}-of-\d{5})?" + re.escape(TFRECORD_SUFFIX)
+    storage.prune(storage.dirname(stem), pattern, keep=outputs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import array
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from components.pretraining_data.tokenization import PieceTokenizer
 from components.progress import Progress
 
 CHUNK_LINES = 2000
-BLANK, INVALID_UTF8 = -1, -2  # per-line markers in a tokenized chunk
+BLANK = -1  # the per-line marker of a blank line in a tokenized chunk
 
 
 @dataclass
@@ -50,8 +50,6 @@ class Documents:
 @dataclass
 class ReadStats:
     input_lines: int = 0
-    invalid_utf8_lines: int = 0
-    first_invalid_lines: list[int] = field(default_factory=list)  # up to 10 line numbers, for the log
     lines_without_tokens: int = 0
 
 
@@ -63,17 +61,14 @@ def _set_tokenizer(tokenizer: PieceTokenizer) -> None:
     _TOKENIZER = tokenizer
 
 
-def _tokenize_chunk(lines: list[bytes]) -> tuple[bytes, bytes]:
-    """Codes of a chunk's lines, and one count (or BLANK/INVALID_UTF8) per line."""
+def _tokenize_chunk(chunk: tuple[str, int, list[bytes]]) -> tuple[bytes, bytes]:
+    """Codes of a chunk's lines, and one count (or BLANK) per line; bad UTF-8 is bad input."""
+    uri, first_lineno, lines = chunk
     tokenizer = _TOKENIZER
     codes = array.array(np.dtype(tokenizer.dtype).char)
     counts = array.array("i")
-    for raw in lines:
-        try:
-            line = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            counts.append(INVALID_UTF8)
-            continue
+    for lineno, raw in enumerate(lines, first_lineno):
+        line = storage.decode_line(uri, lineno, raw).strip()
         if not line:
             counts.append(BLANK)
             continue
@@ -81,26 +76,29 @@ def _tokenize_chunk(lines: list[bytes]) -> tuple[bytes, bytes]:
     return codes.tobytes(), counts.tobytes()
 
 
-def _chunks(input_uri: str, progress: Progress) -> Iterator[list[bytes]]:
+def _chunks(input_uri: str, progress: Progress) -> Iterator[tuple[str, int, list[bytes]]]:
+    """``(uri, first line number, raw lines)``: the worker names a bad line exactly."""
     with storage.open_read(input_uri) as f:
         chunk: list[bytes] = []
-        for raw in f:
+        first = 1
+        for lineno, raw in enumerate(f, 1):
+            if not chunk:
+                first = lineno
             chunk.append(raw)
             if len(chunk) >= CHUNK_LINES:
                 progress.add(len(chunk))
-                yield chunk
+                yield input_uri, first, chunk
                 chunk = []
         if chunk:
             progress.add(len(chunk))
-            yield chunk
+            yield input_uri, first, chunk
 
 
 def read_documents(input_uri: str, tokenizer: PieceTokenizer, *, workers: int = 1) -> tuple[Documents, ReadStats]:
     """Reads and tokenizes a corpus shard (sentence per line, blank line between documents).
 
-    Lines that are not valid UTF-8 are skipped and counted (with their line
-    numbers) rather than decoded lossily; lines that give no tokens are skipped
-    like the reference does.
+    A line that is not valid UTF-8 is bad input naming the line (as in every
+    other step); lines that give no tokens are skipped like the reference does.
     """
     codes = array.array(np.dtype(tokenizer.dtype).char)
     sentence_ends = array.array("q")
@@ -124,10 +122,6 @@ def read_documents(input_uri: str, tokenizer: PieceTokenizer, *, workers: int = 
                 if open_document:
                     document_ends.append(len(sentence_ends))
                     open_document = False
-            elif count == INVALID_UTF8:
-                stats.invalid_utf8_lines += 1
-                if len(stats.first_invalid_lines) < 10:
-                    stats.first_invalid_lines.append(stats.input_lines)
             else:
                 stats.lines_without_tokens += 1
     if open_document:

@@ -269,6 +269,8 @@ def publish_model(model_dir: str, release_uri: str, *, metrics: dict | str | Non
     ``jglue_table``: the JGLUE results table (Markdown) for the card.
     Returns ``{"release_uri", "model_name", "variant", "files", "num_parameters", "manifest"}``.
     """
+    storage.check_outputs([model_dir, metrics if isinstance(metrics, str) else None,
+                           sources if isinstance(sources, str) else None], dirs=[release_uri])
     info = describe_model(model_dir)
     if isinstance(metrics, str):
         metrics = storage.read_json_object(metrics)

@@ -59,6 +59,7 @@ def build_alphabet(lex_csv_uri: str, output_uri: str) -> dict:
 
     Returns ``{"characters": N, "rows": rows read}``.
     """
+    storage.check_outputs([lex_csv_uri], files=[output_uri])
     chars: set[str] = set()
     rows = surfaces = 0
     progress = Progress("alphabet", "rows")

@@ -21,6 +21,7 @@ def make_character_tokenizer(wordpiece_dir: str, output_dir: str, *, size: int |
     vocabulary built from a smaller alphabet than UniDic's). Returns
     ``{"vocab_size", "characters"}``.
     """
+    storage.check_outputs([wordpiece_dir], dirs=[output_dir])
     wordpiece = files.load_vocab(wordpiece_dir)
     n_reserved = _reserved_count(wordpiece.tokens)
     n_chars = 0
@@ -54,6 +55,7 @@ def tokenizer_for_variant(variant: str, wordpiece_dir: str, output_dir: str) -> 
         return make_character_tokenizer(wordpiece_dir, output_dir, size=None)
     if variant != "wordpiece":
         raise BadInput(f"variant={variant!r}: not one of {files.SUBWORD_TYPES}")
+    storage.check_outputs([wordpiece_dir], dirs=[output_dir])
     wordpiece = files.load_vocab(wordpiece_dir)
     for name in (files.VOCAB_FILE, files.TOKENIZER_CONFIG_FILE, files.SPECIAL_TOKENS_MAP_FILE,
                  files.TOKENIZERS_JSON_FILE, files.BERTJA_TOKENIZER_FILE):

@@ -134,6 +134,7 @@ def train_wordpiece(inputs: list[str] | str, output_dir: str, *, vocab_size: int
         raise BadInput(f"limit_alphabet={limit_alphabet}: must be >= 1 (or None for no limit)")
     if workers < 1:
         raise BadInput(f"workers={workers}: must be >= 1")
+    storage.check_outputs([*inputs, initial_alphabet], dirs=[output_dir])
     reserved = files.reserved_tokens(num_unused)
     initial = read_alphabet(initial_alphabet) if initial_alphabet else []
     least_alphabet = min(len(initial), limit_alphabet or len(initial))
