@@ -9,10 +9,13 @@ before any data moves, with a message naming the parameter. No KFP import here.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 from components.errors import BadInput
+from components.mecab import KNOWN_DICTIONARIES
 
 VARIANTS = ("wordpiece", "character")
 MODEL_SIZES = ("tiny", "base", "large")
@@ -117,8 +120,129 @@ def coerce(name: str, text: str):
     return text
 
 
+def _integer(v) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _at_least(low: int):
+    return lambda v: _integer(v) and v >= low
+
+
+def _source_url(v) -> bool:
+    """Where a download step can read from: http(s), gs, file or package URIs, or an absolute path."""
+    if not isinstance(v, str) or not v.strip() or v != v.strip():
+        return False
+    if v.startswith("/"):
+        return True
+    parsed = urlparse(v)
+    return parsed.scheme in SOURCE_SCHEMES and bool(parsed.netloc or parsed.path.strip("/"))
+
+
+def _dump_date(v) -> bool:
+    if not isinstance(v, str) or not _DATE.match(v):
+        return False
+    if v == "latest":
+        return True
+    try:
+        datetime.datetime.strptime(v, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+def _tpu_check(check):
+    """A TPU controller check as a rule: its own message says what is wrong."""
+    def rule(v):
+        if not isinstance(v, str):
+            return False
+        check(v)
+        return True
+    return rule
+
+
+def _jglue_grids():
+    from components.evaluate.jglue import GRIDS  # deferred like _control
+
+    return GRIDS
+
+
+def _control():
+    from components.tpu import control  # deferred: the TPU client is imported only when needed
+
+    return control
+
+
+SOURCE_SCHEMES = ("https", "http", "gs", "file", "package")
+_URL_RULE = f"must be a URL ({', '.join(s + '://' for s in SOURCE_SCHEMES)}) or an absolute path"
+_NETWORK = re.compile(r"^((https://www\.googleapis\.com/compute/v1/)?projects/[a-z0-9:.-]+/"
+                      r"(global|regions/[a-z0-9-]+)/(networks|subnetworks)/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# name -> (rule, what it must be). Every parameter has one (tests/test_bad_input.py checks).
+RULES: dict = {
+    "wikipedia_dump_date": (_dump_date, "must be 'latest' or a real date YYYYMMDD"),
+    "cirrus_index_url": (_source_url, _URL_RULE),
+    "cc100_url": (_source_url, _URL_RULE),
+    "unidic_url": (_source_url, _URL_RULE),
+    "mecab_dic": (lambda v: v in KNOWN_DICTIONARIES, f"must be one of {KNOWN_DICTIONARIES}"),
+    "min_sentence_length": (_at_least(0), "must be an integer >= 0"),
+    "max_sentence_length": (_at_least(1), "must be a positive integer"),
+    "cc100_num_shards": (_at_least(1), "must be a positive integer"),
+    "wikipedia_num_shards": (_at_least(1), "must be a positive integer"),
+    "split_seed": (_at_least(0), "must be an integer >= 0"),
+    "tokenizer_sample_lines": (_at_least(1), "must be a positive integer"),
+    "variants": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(x in VARIANTS for x in v)
+                 and len(set(v)) == len(v), f"must be a non-empty list of {VARIANTS}, each once"),
+    "vocab_size": (_at_least(1), "must be a positive integer"),
+    "limit_alphabet": (_at_least(1), "must be a positive integer"),
+    "num_unused_tokens": (_at_least(0), "must be an integer >= 0"),
+    "min_frequency": (_at_least(1), "must be a positive integer"),
+    "do_lower_case": (lambda v: isinstance(v, bool), "must be true or false"),
+    "stage1_max_seq_length": (lambda v: _integer(v) and 8 <= v <= 512, "must be between 8 and 512"),
+    "stage1_max_predictions": (_at_least(1), "must be a positive integer"),
+    "stage1_dupe_factor": (_at_least(1), "must be a positive integer"),
+    "stage2_max_seq_length": (lambda v: _integer(v) and 8 <= v <= 512, "must be between 8 and 512"),
+    "stage2_max_predictions": (_at_least(1), "must be a positive integer"),
+    "stage2_dupe_factor": (_at_least(1), "must be a positive integer"),
+    "masked_lm_prob": (lambda v: _number(v) and 0 < v < 1, "must be in (0, 1)"),
+    "short_seq_prob": (lambda v: _number(v) and 0 <= v <= 1, "must be in [0, 1]"),
+    "data_seed": (_at_least(0), "must be an integer >= 0"),
+    "model_size": (lambda v: v in MODEL_SIZES, f"must be one of {MODEL_SIZES}"),
+    "training_backend": (lambda v: v in BACKENDS, f"must be one of {BACKENDS}"),
+    "stage1_train_steps": (_at_least(0), "must be an integer >= 0 (0: the experiment's own)"),
+    "stage2_train_steps": (_at_least(0), "must be an integer >= 0 (0: the experiment's own)"),
+    "gcp_project": (lambda v: isinstance(v, str) and (not v or _tpu_check(_control().check_project)(v)),
+                    "must be a Google Cloud project ID or empty"),
+    "gcp_zone": (lambda v: _tpu_check(_control().check_zone)(v), "must be a zone name"),
+    "tpu_accelerator_type": (lambda v: _tpu_check(_control().parse_accelerator)(v), "must be a TPU type"),
+    "tpu_runtime_version": (lambda v: isinstance(v, str), "must be a TPU runtime version or empty"),
+    "tpu_spot": (lambda v: isinstance(v, bool), "must be true or false"),
+    "tpu_queued": (lambda v: isinstance(v, bool), "must be true or false"),
+    "tpu_queue_timeout_hours": (lambda v: _number(v) and v > 0, "must be a number of hours > 0"),
+    "tpu_network": (lambda v: isinstance(v, str) and (not v or bool(_NETWORK.match(v))),
+                    "must be a network name or projects/P/global/networks/N, or empty"),
+    "tpu_subnetwork": (lambda v: isinstance(v, str) and (not v or bool(_NETWORK.match(v))),
+                       "must be a subnetwork name or projects/P/regions/R/subnetworks/N, or empty"),
+    "tpu_service_account": (lambda v: isinstance(v, str) and (not v or bool(_EMAIL.match(v))),
+                            "must be a service account email or empty"),
+    "tpu_price_per_hour": (lambda v: _number(v) and v >= 0, "must be a number >= 0"),
+    "jglue_uri": (lambda v: v == "" or _source_url(v), "must be empty (no JGLUE), or JGLUE's directory or an "
+                  "archive of it: " + _URL_RULE),
+    "jglue_grid": (lambda v: v in _jglue_grids(), "must be 'jglue' (JGLUE's grid) or 'quick'"),
+    "jglue_seeds": (_at_least(1), "must be a positive integer"),
+    "release_uri": (lambda v: isinstance(v, str) and (bool(_GCS_ROOT.match(v)) or not v.startswith("gs://"))
+                    and ("://" not in v or v.startswith(("gs://", "file://"))),
+                    "must be gs://BUCKET/PATH, a local path or empty"),
+}
+
+
 def validate(values: dict, for_run: bool = True) -> dict:
-    """Checks every value a user can get wrong; raises BadInput naming the parameter.
+    """Checks every parameter in ``values`` (its own rule, then the rules between them);
+    raises BadInput naming the parameter. The CLI and the run's first step both call this.
 
     ``for_run=False`` (compiling) skips what a run must fill in but a compiled
     pipeline may leave for the UI form, such as ``gcp_project``.
@@ -127,79 +251,36 @@ def validate(values: dict, for_run: bool = True) -> dict:
         if not cond:
             raise BadInput(f"parameter {name}={values.get(name)!r}: {msg}")
 
-    for name in ("cc100_num_shards", "wikipedia_num_shards", "tokenizer_sample_lines",
-                 "stage1_dupe_factor", "stage2_dupe_factor", "min_frequency"):
-        if name in values:
-            need(int(values[name]) >= 1, name, "must be a positive integer")
-    if "wikipedia_dump_date" in values:
-        need(bool(_DATE.match(str(values["wikipedia_dump_date"]))), "wikipedia_dump_date",
-             "must be 'latest' or a date YYYYMMDD")
-    if "variants" in values:
-        vs = values["variants"]
-        need(isinstance(vs, (list, tuple)) and len(vs) > 0 and all(v in VARIANTS for v in vs), "variants",
-             f"must be a non-empty list of {VARIANTS}")
-        need(len(set(vs)) == len(vs), "variants", "lists a variant twice")
-    if "model_size" in values:
-        need(values["model_size"] in MODEL_SIZES, "model_size", f"must be one of {MODEL_SIZES}")
-    if "training_backend" in values:
-        need(values["training_backend"] in BACKENDS, "training_backend", f"must be one of {BACKENDS}")
+    for name, value in values.items():
+        if name not in RULES:
+            raise BadInput(f"unknown pipeline parameter {name!r}; known: {', '.join(sorted(FIELDS))}")
+        rule, what = RULES[name]
+        try:
+            ok = rule(value)
+        except BadInput as e:  # a controller check's own message
+            raise BadInput(f"parameter {name}={value!r}: {e}") from e
+        except (TypeError, ValueError):
+            ok = False
+        need(ok, name, what)
     if {"vocab_size", "limit_alphabet", "num_unused_tokens"} <= values.keys():
         floor = NUM_SPECIAL_TOKENS + int(values["num_unused_tokens"]) + int(values["limit_alphabet"])
         need(int(values["vocab_size"]) >= floor, "vocab_size",
              f"smaller than the special tokens plus the alphabet ({floor})")
     if {"min_sentence_length", "max_sentence_length"} <= values.keys():
-        need(0 <= int(values["min_sentence_length"]) <= int(values["max_sentence_length"]),
+        need(int(values["min_sentence_length"]) <= int(values["max_sentence_length"]),
              "max_sentence_length", "must be >= min_sentence_length >= 0")
     for stage in (1, 2):
         seq, pred = f"stage{stage}_max_seq_length", f"stage{stage}_max_predictions"
-        if seq in values:
-            need(8 <= int(values[seq]) <= 512, seq, "must be between 8 and 512")
         if pred in values and seq in values:
-            need(1 <= int(values[pred]) < int(values[seq]), pred, "must be >= 1 and below the sequence length")
-    if "tpu_queue_timeout_hours" in values:
-        need(float(values["tpu_queue_timeout_hours"]) > 0, "tpu_queue_timeout_hours", "must be a number of hours > 0")
-    if "masked_lm_prob" in values:
-        need(0 < float(values["masked_lm_prob"]) < 1, "masked_lm_prob", "must be in (0, 1)")
-    if values.get("training_backend") == "tpu":
-        if for_run:
-            need(bool(values.get("gcp_project")), "gcp_project", "is required when training_backend='tpu'")
-        _check_tpu(values)
-    if values.get("release_uri"):
-        check_uri("release_uri", values["release_uri"])
-    if values.get("jglue_uri"):
-        need("://" not in values["jglue_uri"] or values["jglue_uri"].startswith(("https://", "http://", "gs://", "file://")),
-             "jglue_uri", "must be empty (no JGLUE), or JGLUE's directory or an archive of it (https, gs, file or a path)")
-        check_uri("jglue_uri", values["jglue_uri"])
-    if "jglue_grid" in values:
-        need(values["jglue_grid"] in _jglue_grids(), "jglue_grid", "must be 'jglue' (JGLUE's grid) or 'quick'")
-    if "jglue_seeds" in values:
-        need(int(values["jglue_seeds"]) >= 1, "jglue_seeds", "must be a positive integer")
+            need(int(values[pred]) < int(values[seq]), pred, "must be >= 1 and below the sequence length")
+    if values.get("tpu_runtime_version") and "tpu_accelerator_type" in values:
+        try:
+            _control().check_runtime_version(values["tpu_runtime_version"], values["tpu_accelerator_type"])
+        except BadInput as e:
+            raise BadInput(f"parameter tpu_runtime_version={values['tpu_runtime_version']!r}: {e}") from e
+    if values.get("training_backend") == "tpu" and for_run:
+        need(bool(values.get("gcp_project")), "gcp_project", "is required when training_backend='tpu'")
     return values
-
-
-def _jglue_grids():
-    from components.evaluate.jglue import GRIDS  # deferred: evaluation code only when checked
-
-    return GRIDS
-
-
-def _check_tpu(values: dict) -> None:
-    """TPU settings, with the TPU controller's own rules (before any data moves)."""
-    from components.tpu import control
-
-    checks = [("gcp_zone", lambda v: control.check_zone(v)),
-              ("tpu_accelerator_type", lambda v: control.parse_accelerator(v))]
-    if values.get("tpu_runtime_version"):
-        checks.append(("tpu_runtime_version",
-                       lambda v: control.check_runtime_version(v, values.get("tpu_accelerator_type", "v3-8"))))
-    if values.get("gcp_project"):
-        checks.append(("gcp_project", lambda v: control.check_project(v)))
-    for name, check in checks:
-        if name in values:
-            try:
-                check(values[name])
-            except BadInput as e:
-                raise BadInput(f"parameter {name}={values[name]!r}: {e}") from e
 
 
 def variant_selected(variants, variant: str) -> bool:
@@ -218,8 +299,3 @@ def check_pipeline_root(root: str) -> str:
         raise BadInput(f"pipeline_root={root!r}: expected gs://BUCKET/PATH (or minio:// on kind)")
     return root
 
-
-def check_uri(name: str, uri: str) -> str:
-    if uri.startswith("gs://") and not _GCS_ROOT.match(uri):
-        raise BadInput(f"parameter {name}={uri!r}: malformed gs:// URI (expected gs://BUCKET/PATH)")
-    return uri

@@ -32,7 +32,7 @@ from components.train.component import train_model
 from components.train.stages import training_root
 from pipelines import platform as k8s
 from pipelines.check_component import check_parameters, variant_selected
-from pipelines.parameters import VARIANTS, PipelineParameters
+from pipelines.parameters import FIELDS, VARIANTS, PipelineParameters
 from pipelines.profiles import Profile
 
 PIPELINE_NAME = "bert-japanese-pretraining"
@@ -185,19 +185,8 @@ def build(profile: Profile):
         release.set_caching_options(False)  # releasing compute is never "already done"
         with dsl.ExitHandler(release, name="release-training-compute"):
             # 1. Concrete sources (never cached): the cache key of everything below.
-            checked = on(check_parameters(
-                cc100_num_shards=cc100_num_shards, wikipedia_num_shards=wikipedia_num_shards,
-                tokenizer_sample_lines=tokenizer_sample_lines, variants=variants, vocab_size=vocab_size,
-                limit_alphabet=limit_alphabet, num_unused_tokens=num_unused_tokens, min_frequency=min_frequency,
-                min_sentence_length=min_sentence_length, max_sentence_length=max_sentence_length,
-                stage1_max_seq_length=stage1_max_seq_length, stage1_max_predictions=stage1_max_predictions,
-                stage2_max_seq_length=stage2_max_seq_length, stage2_max_predictions=stage2_max_predictions,
-                stage1_dupe_factor=stage1_dupe_factor, stage2_dupe_factor=stage2_dupe_factor,
-                masked_lm_prob=masked_lm_prob, model_size=model_size, training_backend=training_backend,
-                gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
-                tpu_runtime_version=tpu_runtime_version, wikipedia_dump_date=wikipedia_dump_date,
-                release_uri=release_uri),
-                "control")
+            arguments = locals()  # every pipeline parameter goes to the check (not a hand-kept subset)
+            checked = on(check_parameters(**{name: arguments[name] for name in sorted(FIELDS)}), "control")
             sources = on(resolve_sources(
                 wikipedia_dump_date=wikipedia_dump_date, cirrus_index_url=cirrus_index_url, cc100_url=cc100_url,
                 unidic_url=unidic_url), "control").after(checked)
