@@ -213,7 +213,7 @@ def test_gc_lists_every_page(tpu, kfp, monkeypatch):
 
     real = tpu_v2.TpuClient.list_nodes
     monkeypatch.setattr(tpu_v2.TpuClient, "list_nodes",
-                        lambda self, parent, retry: real(self, request={"parent": parent, "page_size": 1}, retry=retry))
+                        lambda self, parent, **kw: real(self, request={"parent": parent, "page_size": 1}, **kw))
     rids = [run_id() for _ in range(3)]
     for i, rid in enumerate(rids):
         kfp.add_run(rid, "SUCCEEDED")

@@ -147,10 +147,10 @@ def find_ours(tpu: control.TpuControl) -> list[Resource]:
         entry = found.setdefault(name, Resource(name, labels[RUN_LABEL], labels.get(VARIANT_LABEL, "")))
         entry.add(kind, created, state)
 
-    for node in tpu.client.list_nodes(parent=tpu.parent, retry=tpu.retry):
+    for node in tpu.call("list_nodes", parent=tpu.parent):
         if _labelled(node.labels):
             add(node.name.rsplit("/", 1)[-1], node.labels, "node", node.create_time, control.state_name(node))
-    for qr in tpu.client.list_queued_resources(parent=tpu.parent, retry=tpu.retry):
+    for qr in tpu.call("list_queued_resources", parent=tpu.parent):
         specs = list(qr.tpu.node_spec) if qr.tpu else []
         labels = specs[0].node.labels if specs else {}
         if _labelled(labels):
