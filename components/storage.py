@@ -549,7 +549,7 @@ def open_write(uri: str, *, text: bool = False, compress: bool | None = None,
             abort()
 
 
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"  # short: NAME_MAX is 255
 
 
 def _temporary_prefix(path: str, pid: int) -> str:
