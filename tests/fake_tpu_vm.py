@@ -17,6 +17,13 @@ it resumes from the latest ``ckpt-N`` in the model dir, writes heartbeats, ``ckp
 traceback on stdout), ``FAKE_TRAIN_PREEMPT=STAGE:STEP`` (ask the fake server to preempt this VM,
 once), ``FAKE_TRAIN_HANG=STAGE:STEP`` (stop heartbeating, once). Every trainer start is appended
 to ``FAKE_TPU_JOURNAL`` (JSON lines) for the tests to check.
+
+With ``FAKE_TPU_DOCKER_IMAGE=REF`` the ``docker`` stub drives the real engine instead (see
+``real_docker``): ``docker pull`` finds REF locally (no registry here) and ``docker run`` starts
+REF, the CPU ``train`` image standing in for ``train-tpu`` (which needs a TPU), with the script's
+own options (less ``--privileged``) plus ``FAKE_TPU_DOCKER_ARGS`` (a JSON list: the emulator's
+environment, mounts) and ``--strategy one_device`` for ``--strategy tpu --tpu local``. The
+container dies with its VM.
 """
 
 from __future__ import annotations
@@ -121,7 +128,50 @@ def fake_train(argv: list[str], docker_argv: list[str], image: str, env: dict) -
     return 0
 
 
+def real_docker(argv: list[str], standin: str) -> int:
+    """The startup script's ``docker pull`` / ``docker run`` on the real engine (see the docstring)."""
+    import shlex
+    import subprocess
+    import uuid
+
+    # The engine's client: the first ``docker`` on PATH that is not this stub.
+    docker_cli = next(path for d in os.environ["PATH"].split(os.pathsep)
+                      if os.access(path := os.path.join(d, "docker"), os.X_OK)
+                      and b"fake_tpu_vm" not in open(path, "rb").read(4096))
+    if argv[:1] == ["pull"]:
+        found = subprocess.run([docker_cli, "image", "inspect", standin], capture_output=True).returncode == 0
+        print(f"docker stub: no registry here; {argv[1]} stands in as {standin}: {'found' if found else 'MISSING'}")
+        return 0 if found else 1
+    if argv[:1] != ["run"]:
+        print(f"docker stub: unsupported {argv}")
+        return 2
+    opts, i = argv[1:], 0
+    while i < len(opts) and opts[i].startswith("-"):
+        i += 2 if opts[i] in DOCKER_VALUE_OPTIONS else 1
+    image, command = opts[i], opts[i + 1:]
+    if "--tpu" in command:  # no TPU here: the same trainer on the CPU
+        k = command.index("--tpu")
+        del command[k:k + 2]
+    command = ["one_device" if a == "tpu" and command[j - 1] == "--strategy" else a for j, a in enumerate(command)]
+    # --privileged opens the TPU devices on a real VM; there are none here, and this machine's engine
+    # may not grant it (runc: "unable to apply caps").
+    options = [o for o in opts[:i] if o != "--privileged"]
+    name = f"fake-tpu-vm-{uuid.uuid4().hex[:10]}"
+    docker_argv = [docker_cli, "run", "--name", name, *options, *json.loads(os.environ.get("FAKE_TPU_DOCKER_ARGS", "[]")),
+                   standin, *command]
+    _journal({"node": os.environ.get("FAKE_TPU_NODE"), "image": image, "standin": standin, "argv": command,
+              "docker_argv": docker_argv})
+    # A preempted VM is SIGKILLed with its whole process group, docker's client included; the
+    # container would live on, so a watcher outside the group removes it when the VM is gone.
+    vm = os.getpgid(0)
+    subprocess.Popen(["sh", "-c", f"while kill -0 {vm} 2>/dev/null; do sleep 0.5; done; "
+                      f"{shlex.quote(docker_cli)} rm -f {shlex.quote(name)} >/dev/null 2>&1"], start_new_session=True)
+    return subprocess.run(docker_argv).returncode
+
+
 def docker(argv: list[str]) -> int:
+    if os.environ.get("FAKE_TPU_DOCKER_IMAGE"):
+        return real_docker(argv, os.environ["FAKE_TPU_DOCKER_IMAGE"])
     if argv[:1] == ["pull"]:
         if os.environ.get("FAKE_DOCKER_PULL_FAIL") == "1":
             print(f"Error response from daemon: manifest for {argv[1]} not found")

@@ -164,6 +164,9 @@ class GoogleApisFront:
                     return
                 handler = Forward.__new__(Forward)
                 handler.server_host = host
-                Forward.__init__(handler, tunnel, self.client_address, self.server)
+                try:
+                    Forward.__init__(handler, tunnel, self.client_address, self.server)
+                except OSError:  # the client went away (a preempted VM's trainer, killed mid-request)
+                    pass
 
         return Proxy

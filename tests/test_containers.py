@@ -205,12 +205,13 @@ def test_tpu_vms_run_the_trainer_image_two_stages_preempted_and_resumed(built, g
 
     from components import storage
     from components.tpu import orchestrate
-    from components.train import synthetic
+    from components.train import synthetic, trainer
     from fake_tpu_server import FakeTpuServer
     from googleapis_front import GoogleApisFront
 
     standin = built("train")
     local = tmp_path / "local"
+    (local / "s1").mkdir(parents=True), (local / "s2").mkdir()
     synthetic.write_tokenizer_dir(str(local / "tok"), vocab_size=120, subword_tokenizer_type="character")
     synthetic.write_records(str(local / "s1" / "data_0.tfrecord.gz"), count=32, seq_length=128,
                             max_predictions=19, vocab_size=120)
@@ -223,7 +224,7 @@ def test_tpu_vms_run_the_trainer_image_two_stages_preempted_and_resumed(built, g
     stage1, stage2 = f"{root}/model/stage1", f"{root}/model/stage2"
     stages = [{"stage": 1, "config": "tiny", "data": f"{root}/s1/*.tfrecord.gz", "model_dir": stage1, "train_steps": 10},
               {"stage": 2, "config": "tiny", "data": f"{root}/s2/*.tfrecord.gz", "model_dir": stage2,
-               "init_checkpoint": stage1, "train_steps": 300,
+               "init_checkpoint": stage1, "train_steps": 120,
                "overrides": ["trainer.checkpoint_interval=10", "trainer.steps_per_loop=10"]}]
     node = "bertja-containers"
     node_path = f"projects/test-project/locations/us-central1-a/nodes/{node}"
@@ -254,9 +255,10 @@ def test_tpu_vms_run_the_trainer_image_two_stages_preempted_and_resumed(built, g
         try:
             preempted_at = None
             while thread.is_alive() and preempted_at is None:
-                steps = [int(uri.rsplit("ckpt-", 1)[1].split(".")[0]) for uri in storage.glob(f"{stage2}/ckpt-*.index")]
-                if [s for s in steps if s > 0]:
-                    preempted_at = max(steps)
+                # Once a checkpoint is committed (TensorFlow's ``checkpoint`` state file names it).
+                step = trainer.checkpoint_step(trainer.latest_checkpoint(stage2))
+                if step:
+                    preempted_at = step
                     server.preempt(node_path)
                 time.sleep(0.2)
             thread.join(timeout=1800)
@@ -273,9 +275,21 @@ def test_tpu_vms_run_the_trainer_image_two_stages_preempted_and_resumed(built, g
     assert result["recreations"] == 1 and result["vm_count"] == 2
     (interruption,) = result["interruptions"]
     assert interruption["stage"] == 2 and interruption["reason"] == "node PREEMPTED"
-    assert result["stages"][1]["resumed_from"] == interruption["resume_from_step"] >= preempted_at
-    assert [s["step"] for s in result["stages"]] == [10, 300]
-    assert storage.exists(f"{stage2}/ckpt-300.index")
+    # The trainer in the new VM's container resumed from the checkpoint the preempted one committed.
+    resumed = result["stages"][1]["resumed_from"]
+    assert resumed == f"{stage2}/ckpt-{preempted_at}"
+    assert trainer.checkpoint_step(resumed) == interruption["resume_from_step"] == preempted_at
+    assert [s["step"] for s in result["stages"]] == [10, 120]
+    assert storage.exists(f"{stage2}/ckpt-120.index")
     assert server.node_state(node_path) is None
     # The real trainer ran: a Model Garden checkpoint TensorFlow reads back from the emulator.
     assert storage.exists(f"{stage2}/status/complete.json")
+
+
+def test_docker_runner_names_the_images_it_lacks(engine, tmp_path, monkeypatch):
+    from components.errors import BadInput
+    from pipelines import commands
+
+    monkeypatch.setenv("BERTJA_IMAGE_TAG", "0.0.0-never-built")
+    with pytest.raises(BadInput, match=r"images not built here: .*bertja-data:0\.0\.0-never-built.*make images-offline"):
+        commands.docker_runner(str(tmp_path))
