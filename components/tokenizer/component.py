@@ -1,4 +1,4 @@
-"""KFP components: character alphabet, WordPiece tokenizer, per-variant tokenizer."""
+"""KFP components: character alphabet, WordPiece tokenizer, per-variant tokenizer (any type)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Markdown, Model, Output
@@ -43,12 +43,27 @@ def wordpiece_tokenizer(sample: Input[Dataset], characters: Input[Dataset], voca
 
 
 @dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
-def variant_tokenizer(variant: str, wordpiece: Input[Model], tokenizer: Output[Model]):
-    """The tokenizer a model variant uses: the WordPiece one, or its character subset."""
+def variant_tokenizer(variant: str, tokenizer: Output[Model], wordpiece: Input[Model] = None,
+                      sample: Input[Dataset] = None, vocab_size: int = 32000, character_vocab_size: int = 0,
+                      mecab_dic: str = "unidic_lite", do_lower_case: bool = False, sp_model_type: str = "unigram",
+                      sp_character_coverage: float = 0.9995, sp_byte_fallback: bool = False,
+                      sp_split_digits: bool = False, sp_control_symbols: list = ["[PAD]", "[CLS]", "[SEP]", "[MASK]"],
+                      sp_user_symbols: list = [], sp_normalization: str = "nmt_nfkc", seed: int = 0):
+    """The tokenizer a model variant uses: the WordPiece one or its character subset (from ``wordpiece``),
+    SentencePiece trained on ``sample``, or bytes (``mecab_dic``: words for whole-word masking)."""
     from components import artifacts
-    from components.tokenizer.character import tokenizer_for_variant
+    from components.resources import available_cpus
+    from components.tokenizer.variants import build_variant_tokenizer
 
-    result = tokenizer_for_variant(variant, artifacts.data_root(wordpiece.uri, wordpiece.path),
-                                   artifacts.data_root(tokenizer.uri, tokenizer.path))
+    options = {"vocab_size": int(vocab_size), "character_vocab_size": int(character_vocab_size),
+               "mecab_dic": mecab_dic, "do_lower_case": bool(do_lower_case), "sp_model_type": sp_model_type,
+               "sp_character_coverage": float(sp_character_coverage), "sp_byte_fallback": bool(sp_byte_fallback),
+               "sp_split_digits": bool(sp_split_digits), "sp_control_symbols": list(sp_control_symbols),
+               "sp_user_symbols": list(sp_user_symbols), "sp_normalization": sp_normalization, "seed": int(seed)}
+    result = build_variant_tokenizer(
+        variant, output_dir=artifacts.data_root(tokenizer.uri, tokenizer.path),
+        wordpiece_dir=artifacts.data_root(wordpiece.uri, wordpiece.path) if wordpiece is not None else None,
+        sample_uris=artifacts.data_files(sample.uri, sample.path) if sample is not None else (),
+        options=options, workers=available_cpus())
     artifacts.write_manifest(tokenizer.path, {"subword": variant, "stats": result})
     tokenizer.metadata.update({"subword": variant})

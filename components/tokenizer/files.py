@@ -190,6 +190,16 @@ def read_tokenizer_info(tokenizer_dir: str) -> dict:
                           do_lower_case=vocab.do_lower_case, vocab_size=len(vocab))
 
 
+def token_strings(tokenizer_dir: str) -> list[str]:
+    """Every token's text, by id, for any tokenizer directory (vocab.txt or tokenizer.json)."""
+    if read_tokenizer_info(tokenizer_dir)["type"] in SUBWORD_TYPES:
+        return list(load_vocab(tokenizer_dir).tokens)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(storage.read_text(storage.join(tokenizer_dir, FAST_TOKENIZER_FILE)))
+    return [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size(with_added_tokens=True))]
+
+
 def write_fast_tokenizer_dir(output_dir: str, tokenizer_json: str, *, info: dict) -> list[str]:
     """tokenizer.json + tokenizer_config.json + special_tokens_map.json + bertja_tokenizer.json.
 
