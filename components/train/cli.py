@@ -1,4 +1,5 @@
-"""``bertja train``: one pretraining stage with TF Model Garden (CPU locally, Cloud TPU for real)."""
+"""``bertja train``: one pretraining stage with TF Model Garden (CPU locally, Cloud TPU for real);
+``--engine torch``: the PyTorch trainer's stages instead (``components.torch_train.cli``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,24 @@ from components.train import configs
 from components.train.trainer import STRATEGIES
 
 
+ENGINES = ("model-garden", "torch")
+
+
 def main(argv: list[str], prog: str = "bertja train") -> int:
+    engine = argparse.ArgumentParser(add_help=False)
+    engine.add_argument("--engine", default="model-garden", choices=ENGINES)
+    chosen, rest = engine.parse_known_args(argv)
+    if chosen.engine == "torch":
+        from components.torch_train.cli import main as torch_main
+
+        return torch_main(rest, prog=f"{prog} --engine torch")
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Train (or resume) one BERT pretraining stage with TF Model Garden's bert/pretraining "
                     "experiment. Resumes from the latest checkpoint in --model-dir when there is one; "
                     "--init-checkpoint applies only to a fresh start. Prints the final metrics as JSON.")
+    parser.add_argument("--engine", default="model-garden", choices=ENGINES,
+                        help="model-garden (this, TensorFlow) or torch (bertja train --engine torch --help)")
     parser.add_argument("--config", required=True, help=f"model profile: {' | '.join(configs.PROFILES)}")
     parser.add_argument("--stage", required=True, type=int,
                         help="; ".join(f"{s.number}: {s.corpus}, seq {s.seq_length}, "
