@@ -59,3 +59,37 @@ def test_model_garden_trains_mlm_only_sentencepiece_data(tmp_path):
 
     names = [name for name, _ in tf.train.list_variables(str(model_dir))]
     assert not any("next_sentence" in n or "pooler_dense" in n for n in names), names
+
+
+def test_a_sentencepiece_model_garden_model_converts_with_its_tokenizer_files(tmp_path):
+    """yoheikikuta-sp's path: SentencePiece tokenizer -> NSP data -> Model Garden -> HF model whose
+    AutoTokenizer is the fast SentencePiece one and whose plain fill-mask pipeline works."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+    from components.convert.convert import convert_checkpoint
+    from components.pretraining_data.create import create_pretraining_data
+    from components.tokenizer.sentencepiece import train_sentencepiece
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(open(CORPUS, encoding="utf-8").readlines()[:1500]), encoding="utf-8")
+    tok = str(tmp_path / "tok")
+    train_sentencepiece([str(corpus)], tok, vocab_size=3000, character_coverage=0.995, do_lower_case=True,
+                        control_symbols=["[PAD]", "[CLS]", "[SEP]", "[MASK]"])
+    data = str(tmp_path / "nsp.tfrecord.gz")
+    create_pretraining_data(str(corpus), data, tok, max_seq_length=128, max_predictions=19, dupe_factor=1)
+    model_dir = str(tmp_path / "model")
+    trainer.train(config="tiny", stage=1, data=data, model_dir=model_dir, tokenizer_dir=tok, train_steps=2)
+    out = str(tmp_path / "hf")
+    summary = convert_checkpoint(model_dir, out, tokenizer_dir=tok)
+    assert summary["subword_tokenizer_type"] == "sentencepiece" and "sentencepiece.model" in summary["tokenizer_files"]
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.is_fast and tokenizer.mask_token_id == 4
+    assert json.load(open(os.path.join(out, "config.json")))["tokenizer_class"] == "PreTrainedTokenizerFast"
+    fill = pipeline("fill-mask", model=AutoModelForMaskedLM.from_pretrained(out), tokenizer=tokenizer, top_k=3)
+    answers = fill("私は[MASK]を見た。")
+    assert len(answers) == 3 and all(0 <= a["score"] <= 1 for a in answers)
+    with pytest.raises(BadInput, match="has 261"):
+        from components.tokenizer.byte import write_byte_tokenizer
+
+        write_byte_tokenizer(str(tmp_path / "byte"))
+        convert_checkpoint(model_dir, str(tmp_path / "hf2"), tokenizer_dir=str(tmp_path / "byte"))

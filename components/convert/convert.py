@@ -22,6 +22,7 @@ from components.convert.tensorbundle import TensorBundle
 from components.errors import BadInput
 from components.progress import Progress
 from components.tokenizer import files as tokenizer_files
+from components.tokenizer.sentencepiece import MODEL_FILE as SENTENCEPIECE_MODEL_FILE
 from components.train import configs as train_configs
 
 WEIGHTS_FILE = "model.safetensors"
@@ -29,6 +30,10 @@ CONFIG_FILE = "config.json"
 CONVERSION_FILE = "bertja_conversion.json"
 TOKENIZER_FILE_NAMES = (tokenizer_files.VOCAB_FILE, tokenizer_files.TOKENIZER_CONFIG_FILE,
                         tokenizer_files.SPECIAL_TOKENS_MAP_FILE)
+# SentencePiece and byte tokenizers: tokenizer.json (+ the SentencePiece model) and what they are.
+FAST_TOKENIZER_FILE_NAMES = (tokenizer_files.FAST_TOKENIZER_FILE, tokenizer_files.TOKENIZER_CONFIG_FILE,
+                             tokenizer_files.SPECIAL_TOKENS_MAP_FILE, SENTENCEPIECE_MODEL_FILE,
+                             tokenizer_files.BERTJA_TOKENIZER_FILE)
 
 
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -185,7 +190,7 @@ def _trainer_metadata(bundle: TensorBundle) -> tuple[dict, str | None]:
 
 def bert_config(*, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int,
                 intermediate_size: int, max_position_embeddings: int, type_vocab_size: int,
-                metadata: dict | None = None) -> dict:
+                metadata: dict | None = None, tokenizer_class: str = "BertJapaneseTokenizer") -> dict:
     """``config.json`` for BertForPreTraining: sizes from the checkpoint, numerics from the trainer.
 
     Without the trainer's description the recipe's settings are assumed (Model Garden gelu,
@@ -208,7 +213,7 @@ def bert_config(*, vocab_size: int, hidden_size: int, num_layers: int, num_heads
         "initializer_range": metadata.get("initializer_range", 0.02),
         "layer_norm_eps": metadata.get("layer_norm_eps", train_configs.LAYER_NORM_EPS),
         "pad_token_id": tokenizer_files.PAD_ID,
-        "tokenizer_class": "BertJapaneseTokenizer",
+        "tokenizer_class": tokenizer_class,
         "torch_dtype": "float32",
     }
 
@@ -235,12 +240,14 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
     if missing:
         raise BadInput(f"{bundle.prefix}: checkpoint lacks variables the BERT layout needs: {missing[:5]}")
 
-    tokenizer = tokenizer_files.load_vocab(tokenizer_dir)
+    tokenizer = tokenizer_files.read_tokenizer_info(tokenizer_dir)
+    fast = tokenizer["type"] not in tokenizer_files.SUBWORD_TYPES  # SentencePiece, bytes: tokenizer.json
     shapes = {name: bundle.shape(src) for name, (src, _how) in mapping.items()}
     vocab_size, hidden = shapes["bert.embeddings.word_embeddings.weight"]
-    if vocab_size != len(tokenizer):
+    if vocab_size != tokenizer["vocab_size"]:
+        vocab_file = tokenizer_files.FAST_TOKENIZER_FILE if fast else tokenizer_files.VOCAB_FILE
         raise BadInput(f"{bundle.prefix}: the checkpoint's vocabulary has {vocab_size} tokens but "
-                       f"{storage.join(tokenizer_dir, tokenizer_files.VOCAB_FILE)} has {len(tokenizer)}: "
+                       f"{storage.join(tokenizer_dir, vocab_file)} has {tokenizer['vocab_size']}: "
                        "wrong tokenizer for this model?")
     q_shape = shapes["bert.encoder.layer.0.attention.self.query.weight"]  # [hidden, heads, head_dim]
     metadata, metadata_uri = _trainer_metadata(bundle)
@@ -249,7 +256,7 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
         intermediate_size=shapes["bert.encoder.layer.0.intermediate.dense.weight"][1],
         max_position_embeddings=shapes["bert.embeddings.position_embeddings.weight"][0],
         type_vocab_size=shapes["bert.embeddings.token_type_embeddings.weight"][0],
-        metadata=metadata,
+        metadata=metadata, tokenizer_class="PreTrainedTokenizerFast" if fast else "BertJapaneseTokenizer",
     )
     if metadata_uri:
         _check_metadata(metadata, config, metadata_uri)
@@ -268,7 +275,7 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
         "intermediate_size": config["intermediate_size"],
         "max_position_embeddings": config["max_position_embeddings"],
         "hidden_act": config["hidden_act"],
-        "subword_tokenizer_type": tokenizer.subword_tokenizer_type,
+        "subword_tokenizer_type": tokenizer["type"],
         "num_parameters": None,  # counted while the weights are written
         "num_tensors": len(mapping),
         "num_checkpoint_variables_skipped": len(set(bundle.names()) - sources),
@@ -281,7 +288,7 @@ def convert_checkpoint(checkpoint: str, output_dir: str, *, tokenizer_dir: str) 
         summary["num_parameters"] = write_safetensors(storage.join(output_dir, WEIGHTS_FILE), bundle, mapping)
         storage.write_text(storage.join(output_dir, CONFIG_FILE),
                            json.dumps(config, indent=2, sort_keys=True) + "\n")
-        for file_name in TOKENIZER_FILE_NAMES:
+        for file_name in FAST_TOKENIZER_FILE_NAMES if fast else TOKENIZER_FILE_NAMES:
             src = storage.join(tokenizer_dir, file_name)
             if storage.exists(src):
                 storage.copy(src, storage.join(output_dir, file_name))
