@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipelines.commands", "run the pipeline (--local: kfp.local on this machine)"),
     "submit": ("pipelines.commands", "submit a run to a KFP endpoint"),
     "schedule": ("pipelines.commands", "create a recurring run on a KFP endpoint"),
+    "recipes": ("pipelines.commands", "list the recipes (seed systems) compile/run/submit/schedule --recipe take"),
     "bench": ("pipelines.bench", "tokenizer | corpus-wiki | pretraining-data | train benchmarks"),
 }
 

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from components.errors import BadInput
-from pipelines import parameters, profiles
+from pipelines import parameters, profiles, recipes
 
 MULTI_COMMAND = True
 DEFAULT_LOCAL_OUTPUT = "runs/local"
@@ -43,21 +43,23 @@ def parse_params(pairs: list[str]) -> dict:
     return out
 
 
-def pipeline_values(profile_name: str, overrides: dict, for_run: bool = True) -> dict:
-    """Recipe defaults <- profile <- overrides, validated."""
+def pipeline_values(profile_name: str, overrides: dict, for_run: bool = True,
+                    recipe: str = recipes.DEFAULT) -> dict:
+    """Parameter defaults <- recipe <- profile <- overrides (``recipes.combine``), validated."""
     profile = profiles.get(profile_name)
-    return parameters.validate(parameters.merged(overrides, base=profile.parameters), for_run=for_run)
+    combined = recipes.combine(recipe, profile.parameters, overrides)
+    return parameters.validate(parameters.merged(combined), for_run=for_run)
 
 
 def compile_pipeline(output: str, profile_name: str = "gcp", overrides: dict | None = None,
-                     pipeline_root: str | None = None) -> dict:
-    """Compiles the DAG for a profile; the profile's values become the YAML's defaults."""
+                     pipeline_root: str | None = None, recipe: str = recipes.DEFAULT) -> dict:
+    """Compiles the DAG for a profile and recipe; their values become the YAML's defaults."""
     from kfp import compiler
 
     from pipelines.pretraining import build
 
     profile = profiles.get(profile_name)
-    values = pipeline_values(profile_name, overrides or {}, for_run=False)
+    values = pipeline_values(profile_name, overrides or {}, for_run=False, recipe=recipe)
     root = pipeline_root or profile.pipeline_root
     if profile.needs_gcs_root and not (root or "").startswith("gs://"):
         raise BadInput(f"profile {profile_name!r} needs --pipeline-root gs://BUCKET/PATH (artifacts and "
@@ -70,7 +72,18 @@ def compile_pipeline(output: str, profile_name: str = "gcp", overrides: dict | N
     tmp = f"{output}.tmp.yaml"
     compiler.Compiler().compile(build(profile), tmp, pipeline_parameters=changed)
     os.replace(tmp, output)
-    return {"output": output, "profile": profile_name, "pipeline_root": root, "parameters": values}
+    return {"output": output, "profile": profile_name, "recipe": recipe, "pipeline_root": root,
+            "parameters": values}
+
+
+def recipes_text() -> str:
+    """``bertja recipes``: name, trainer, seed and one-line description of each recipe."""
+    lines = []
+    for row in recipes.table():
+        default = " (default)" if row["name"] == recipes.DEFAULT else ""
+        lines += [f"{row['name']}{default}  [trainer: {row['trainer']}]", f"  {row['description']}",
+                  f"  seed: {row['seed']}", ""]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 # ---------------------------------------------------------------------------
@@ -78,7 +91,7 @@ def compile_pipeline(output: str, profile_name: str = "gcp", overrides: dict | N
 # ---------------------------------------------------------------------------
 
 def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local", overrides: dict | None = None,
-              enable_caching: bool = True) -> dict:
+              enable_caching: bool = True, recipe: str = recipes.DEFAULT) -> dict:
     """Runs the whole DAG with kfp.local's SubprocessRunner in this environment.
 
     Models are published to ``OUTPUT/models/`` (unless ``release_uri`` is given),
@@ -91,7 +104,7 @@ def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local
     output_dir = os.path.abspath(output_dir)
     overrides = dict(overrides or {})
     overrides.setdefault("release_uri", os.path.join(output_dir, "models"))
-    values = pipeline_values(profile_name, overrides)
+    values = pipeline_values(profile_name, overrides, recipe=recipe)
     root = os.path.join(output_dir, "pipeline-root")
     os.makedirs(root, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
@@ -109,15 +122,20 @@ def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local
 
 
 def published_models(values: dict) -> list[dict]:
-    """The model directories this run's parameters publish to (see ``publish_model``)."""
+    """The model directories this run's parameters publish to (see ``publish_model``); for a
+    PyTorch-trainer recipe, its tokenizer and shard list with the message why training did not run."""
     from components import storage
-    from components.publish.naming import releases_of
+    from components.publish.naming import data_release_name, releases_of
 
     root = storage.local_path(values["release_uri"])
     names = os.listdir(root) if os.path.isdir(root) else []
     found = []
     date = values["wikipedia_dump_date"]
     for variant in values["variants"]:
+        if values["trainer"] == "torch":
+            pattern = re.escape(data_release_name(values["model_size"], variant, "DATE")).replace("DATE", r"(\d{8})")
+            found.append(_torch_data(root, names, pattern, variant, explicit_date=date if date != "latest" else None))
+            continue
         releases = releases_of(names, values["model_size"], variant)
         if date != "latest":  # an explicit dump; "latest" is the newest one published
             releases = [r for r in releases if r.endswith(f"-{date}")]
@@ -126,6 +144,23 @@ def published_models(values: dict) -> list[dict]:
                            "(deleted while the cache was kept? run again with --no-cache)")
         found.append({"variant": variant, "model_dir": os.path.join(root, releases[-1])})
     return found
+
+
+def _torch_data(root: str, names: list[str], pattern: str, variant: str, explicit_date: str | None) -> dict:
+    from components.train.handoff import HANDOFF_FILE
+
+    matches = sorted((m.group(1), n) for n in names if (m := re.fullmatch(pattern, n)))
+    if explicit_date:
+        matches = [(d, n) for d, n in matches if d == explicit_date]
+    if not matches:
+        raise BadInput(f"no {variant} tokenizer and shards under {root} (deleted while the cache was kept? run "
+                       "again with --no-cache)")
+    data_dir = os.path.join(root, matches[-1][1])
+    with open(os.path.join(data_dir, HANDOFF_FILE), encoding="utf-8") as f:
+        handoff = json.load(f)
+    return {"variant": variant, "data_dir": data_dir, "tokenizer_dir": os.path.join(data_dir, "tokenizer"),
+            "shards": {corpus: len(items) for corpus, items in handoff["shards"].items()},
+            "message": handoff["message"]}
 
 
 def fill_mask(model_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> list[dict]:
@@ -194,13 +229,17 @@ def _package(args) -> tuple[str, dict]:
     Overrides travel as run arguments, so the UI shows them on the run.
     """
     overrides = parse_params(args.param)
-    pipeline_values(args.profile, overrides)
+    values = pipeline_values(args.profile, overrides, recipe=args.recipe or recipes.DEFAULT)
     if args.pipeline_file:
         if not os.path.isfile(args.pipeline_file):
             raise BadInput(f"--pipeline-file {args.pipeline_file}: no such file")
-        return args.pipeline_file, overrides
+        if not args.recipe:
+            return args.pipeline_file, overrides
+        # The file's defaults may be another recipe's: send this one's values (and the profile's) as arguments.
+        combined = recipes.combine(args.recipe, profiles.get(args.profile).parameters, overrides)
+        return args.pipeline_file, {k: values[k] for k in combined}
     path = os.path.join(tempfile.mkdtemp(prefix="bertja-"), "pipeline.yaml")
-    compile_pipeline(path, args.profile, pipeline_root=args.pipeline_root)
+    compile_pipeline(path, args.profile, pipeline_root=args.pipeline_root, recipe=args.recipe or recipes.DEFAULT)
     return path, overrides
 
 
@@ -284,8 +323,14 @@ def schedule(args) -> dict:
 # CLI
 # ---------------------------------------------------------------------------
 
+def _add_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", help=f"which seed system to build (default {recipes.DEFAULT}; 'bertja recipes' "
+                                    "lists them); its values become the pipeline's defaults")
+
+
 def _add_pipeline_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="gcp", choices=list(profiles.PROFILES))
+    _add_recipe(p)
     p.add_argument("--pipeline-file", help="a compiled pipeline YAML (default: compile the profile now)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
     p.add_argument("--pipeline-root", help="override the profile's pipeline root (gs://BUCKET/PATH)")
@@ -300,26 +345,40 @@ def _add_pipeline_source(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str], prog: str, command: str) -> int:
     p = argparse.ArgumentParser(prog=prog)
+    if command == "recipes":
+        p.description = "The seed systems this pipeline reproduces (pipelines/recipes.py)."
+        p.parse_args(argv)
+        print(recipes_text())
+        return 0
     if command == "compile":
         p.add_argument("output", help="pipeline YAML to write")
         p.add_argument("--profile", default="gcp", choices=list(profiles.PROFILES))
+        _add_recipe(p)
         p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--pipeline-root", help="override the profile's pipeline root")
         a = p.parse_args(argv)
-        result = compile_pipeline(a.output, a.profile, parse_params(a.param), pipeline_root=a.pipeline_root)
-        print(f"compiled {result['output']} (profile {a.profile}, pipeline root {result['pipeline_root'] or 'default'})")
+        result = compile_pipeline(a.output, a.profile, parse_params(a.param), pipeline_root=a.pipeline_root,
+                                  recipe=a.recipe or recipes.DEFAULT)
+        print(f"compiled {result['output']} (profile {a.profile}, recipe {result['recipe']}, "
+              f"pipeline root {result['pipeline_root'] or 'default'})")
         return 0
     if command == "run":
         p.add_argument("--local", action="store_true", required=True,
                        help="run with kfp.local on this machine (to run on a cluster use 'bertja submit')")
         p.add_argument("--output", default=DEFAULT_LOCAL_OUTPUT, help="where runs, artifacts and the cache go")
         p.add_argument("--profile", default="local", choices=list(profiles.PROFILES))
+        _add_recipe(p)
         p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--no-cache", action="store_true")
         a = p.parse_args(argv)
-        result = run_local(a.output, a.profile, parse_params(a.param), enable_caching=not a.no_cache)
+        result = run_local(a.output, a.profile, parse_params(a.param), enable_caching=not a.no_cache,
+                           recipe=a.recipe or recipes.DEFAULT)
         print(f"\npipeline finished in {result['seconds']:.1f}s")
         for m in result["models"]:
+            if "model_dir" not in m:  # a PyTorch-trainer recipe (issue 13)
+                print(f"{m['message']}\ntokenizer ({m['variant']}): {m['tokenizer_dir']}\n"
+                      f"token shards: {m['shards']} (listed in {m['data_dir']})")
+                continue
             print(f"Hugging Face model ({m['variant']}): {m['model_dir']}")
             answers = fill_mask(m["model_dir"])
             print(f"fill-mask {FILL_MASK_QUERY!r}: " + ", ".join(f"{r['token']} ({r['score']:.3f})" for r in answers))

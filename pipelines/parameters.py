@@ -15,9 +15,18 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from components.errors import BadInput
-from components.mecab import KNOWN_DICTIONARIES
+from components.mecab import MECAB_DIC_CHOICES
 
-VARIANTS = ("wordpiece", "character")
+VARIANTS = ("wordpiece", "character", "sentencepiece", "byte")  # a variant names its tokenizer type
+MECAB_VARIANTS = ("wordpiece", "character")  # built from the MeCab + WordPiece tokenizer
+SP_MODEL_TYPES = ("unigram", "bpe")
+SP_NORMALIZATIONS = ("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity")
+DATA_FORMATS = ("tfrecord", "shards")  # Model Garden TFRecords (masked), or token shards (PyTorch trainer)
+TRAINERS = ("model-garden", "torch")
+# Which variants each trainer builds (the DAG lays out exactly these).
+TRAINER_VARIANTS = {"model-garden": ("wordpiece", "character", "sentencepiece"), "torch": ("sentencepiece", "byte")}
+STAGE1_CORPORA = ("cc100", "wikipedia", "none")  # none: one stage (stage 2's settings, Wikipedia)
+BYTE_VOCAB = 256
 MODEL_SIZES = ("tiny", "base", "large")
 BACKENDS = ("cpu", "tpu")
 # [PAD] [UNK] [CLS] [SEP] [MASK] + [unused0..9] precede the alphabet in the vocab.
@@ -40,12 +49,21 @@ class PipelineParameters:
     split_seed: int = 0
     tokenizer_sample_lines: int = 10_000_000
     # --- tokenizers
-    variants: list = field(default_factory=lambda: list(VARIANTS))
+    variants: list = field(default_factory=lambda: list(MECAB_VARIANTS))
     vocab_size: int = 32768
     limit_alphabet: int = 7012
     num_unused_tokens: int = 10
     min_frequency: int = 2
     do_lower_case: bool = False
+    character_vocab_size: int = 0  # 0: specials + unused + alphabet (7027 in the recipe)
+    # SentencePiece (the sentencepiece variant; presets in pipelines/recipes.py set them)
+    sp_model_type: str = "unigram"
+    sp_character_coverage: float = 0.9995
+    sp_byte_fallback: bool = False
+    sp_split_digits: bool = False
+    sp_control_symbols: list = field(default_factory=lambda: ["[PAD]", "[CLS]", "[SEP]", "[MASK]"])
+    sp_user_symbols: list = field(default_factory=list)
+    sp_normalization: str = "nmt_nfkc"
     # --- pretraining data (stage 1: CC-100, stage 2: Wikipedia)
     stage1_max_seq_length: int = 128
     stage1_max_predictions: int = 19
@@ -56,7 +74,12 @@ class PipelineParameters:
     masked_lm_prob: float = 0.15
     short_seq_prob: float = 0.1
     data_seed: int = 12345
+    whole_word_masking: bool = True
+    next_sentence_prediction: bool = True
+    data_format: str = "tfrecord"
+    stage1_corpus: str = "cc100"
     # --- training
+    trainer: str = "model-garden"
     model_size: str = "base"
     training_backend: str = "tpu"
     stage1_train_steps: int = 0  # 0: the experiment config's own (1M in the recipe)
@@ -132,6 +155,11 @@ def _at_least(low: int):
     return lambda v: _integer(v) and v >= low
 
 
+def _symbols(v) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(x, str) and x and not any(c.isspace() for c in x)
+                                                for x in v) and len(set(v)) == len(v)
+
+
 def _source_url(v) -> bool:
     """Where a download step can read from: http(s), gs, file or package URIs, or an absolute path."""
     if not isinstance(v, str) or not v.strip() or v != v.strip():
@@ -188,7 +216,7 @@ RULES: dict = {
     "cirrus_index_url": (_source_url, _URL_RULE),
     "cc100_url": (_source_url, _URL_RULE),
     "unidic_url": (_source_url, _URL_RULE),
-    "mecab_dic": (lambda v: v in KNOWN_DICTIONARIES, f"must be one of {KNOWN_DICTIONARIES}"),
+    "mecab_dic": (lambda v: v in MECAB_DIC_CHOICES, f"must be one of {MECAB_DIC_CHOICES}"),
     "min_sentence_length": (_at_least(0), "must be an integer >= 0"),
     "max_sentence_length": (_at_least(1), "must be a positive integer"),
     "cc100_num_shards": (_at_least(1), "must be a positive integer"),
@@ -202,6 +230,14 @@ RULES: dict = {
     "num_unused_tokens": (_at_least(0), "must be an integer >= 0"),
     "min_frequency": (_at_least(1), "must be a positive integer"),
     "do_lower_case": (lambda v: isinstance(v, bool), "must be true or false"),
+    "character_vocab_size": (_at_least(0), "must be an integer >= 0 (0: specials + unused + alphabet)"),
+    "sp_model_type": (lambda v: v in SP_MODEL_TYPES, f"must be one of {SP_MODEL_TYPES}"),
+    "sp_character_coverage": (lambda v: _number(v) and 0 < v <= 1, "must be in (0, 1]"),
+    "sp_byte_fallback": (lambda v: isinstance(v, bool), "must be true or false"),
+    "sp_split_digits": (lambda v: isinstance(v, bool), "must be true or false"),
+    "sp_control_symbols": (_symbols, "must be a list of distinct symbols without spaces"),
+    "sp_user_symbols": (_symbols, "must be a list of distinct symbols without spaces"),
+    "sp_normalization": (lambda v: v in SP_NORMALIZATIONS, f"must be one of {SP_NORMALIZATIONS}"),
     "stage1_max_seq_length": (lambda v: _integer(v) and 8 <= v <= 512, "must be between 8 and 512"),
     "stage1_max_predictions": (_at_least(1), "must be a positive integer"),
     "stage1_dupe_factor": (_at_least(1), "must be a positive integer"),
@@ -211,6 +247,11 @@ RULES: dict = {
     "masked_lm_prob": (lambda v: _number(v) and 0 < v < 1, "must be in (0, 1)"),
     "short_seq_prob": (lambda v: _number(v) and 0 <= v <= 1, "must be in [0, 1]"),
     "data_seed": (_at_least(0), "must be an integer >= 0"),
+    "whole_word_masking": (lambda v: isinstance(v, bool), "must be true or false"),
+    "next_sentence_prediction": (lambda v: isinstance(v, bool), "must be true or false"),
+    "data_format": (lambda v: v in DATA_FORMATS, f"must be one of {DATA_FORMATS}"),
+    "stage1_corpus": (lambda v: v in STAGE1_CORPORA, f"must be one of {STAGE1_CORPORA}"),
+    "trainer": (lambda v: v in TRAINERS, f"must be one of {TRAINERS}"),
     "model_size": (lambda v: v in MODEL_SIZES, f"must be one of {MODEL_SIZES}"),
     "training_backend": (lambda v: v in BACKENDS, f"must be one of {BACKENDS}"),
     "stage1_train_steps": (_at_least(0), "must be an integer >= 0 (0: the experiment's own)"),
@@ -266,6 +307,7 @@ def validate(values: dict, for_run: bool = True) -> dict:
         floor = NUM_SPECIAL_TOKENS + int(values["num_unused_tokens"]) + int(values["limit_alphabet"])
         need(int(values["vocab_size"]) >= floor, "vocab_size",
              f"smaller than the special tokens plus the alphabet ({floor})")
+    _check_recipe_rules(values, need)
     if {"min_sentence_length", "max_sentence_length"} <= values.keys():
         need(int(values["min_sentence_length"]) <= int(values["max_sentence_length"]),
              "max_sentence_length", "must be >= min_sentence_length >= 0")
@@ -281,6 +323,40 @@ def validate(values: dict, for_run: bool = True) -> dict:
     if values.get("training_backend") == "tpu" and for_run:
         need(bool(values.get("gcp_project")), "gcp_project", "is required when training_backend='tpu'")
     return values
+
+
+def _check_recipe_rules(values: dict, need) -> None:
+    """Rules between the recipe parameters (issue 12): what a trainer reads, what masking needs."""
+    get = values.get
+    variants = get("variants") or []
+    if "trainer" in values and "data_format" in values:
+        fmt = "tfrecord" if get("trainer") == "model-garden" else "shards"
+        need(get("data_format") == fmt, "data_format", f"trainer={get('trainer')!r} reads {fmt!r}")
+    if get("trainer") in TRAINER_VARIANTS:
+        need(set(variants) <= set(TRAINER_VARIANTS[get("trainer")]), "variants",
+             f"trainer={get('trainer')!r} trains {TRAINER_VARIANTS[get('trainer')]}")
+    if get("trainer") == "torch":
+        need(get("stage1_corpus") == "cc100", "stage1_corpus",
+             "trainer='torch' takes shards of CC-100 and Wikipedia ('cc100'); its stages are its own")
+    if get("mecab_dic") == "none" and get("whole_word_masking") is True:
+        need(False, "whole_word_masking", "needs words: mecab_dic='none' splits none (mask single tokens)")
+    if get("data_format") == "shards" and get("next_sentence_prediction") is True:
+        need(False, "next_sentence_prediction", "token shards are for MLM-only training (no sentence pairs)")
+    if get("mecab_dic") == "none":
+        need(not set(variants) & set(MECAB_VARIANTS), "mecab_dic",
+             f"the {'/'.join(MECAB_VARIANTS)} variants split words with MeCab: choose a dictionary")
+    if "sentencepiece" in variants and get("sp_byte_fallback") and "vocab_size" in values:
+        floor = BYTE_VOCAB + len(get("sp_control_symbols") or []) + len(get("sp_user_symbols") or []) + 1
+        need(int(values["vocab_size"]) >= floor, "vocab_size",
+             f"sp_byte_fallback needs 256 byte pieces + specials + <unk> ({floor})")
+    if "character" in variants and get("character_vocab_size") and "vocab_size" in values:
+        need(int(values["character_vocab_size"]) <= int(values["vocab_size"]), "character_vocab_size",
+             "the character vocab is the head of the WordPiece vocab: at most vocab_size")
+
+
+def builds(variants, among, trainer: str, trainers) -> bool:
+    """Whether a run with these ``variants`` and ``trainer`` builds one of ``among`` with one of ``trainers``."""
+    return trainer in trainers and any(variant_selected(variants, v) for v in among)
 
 
 def variant_selected(variants, variant: str) -> bool:

@@ -6,6 +6,12 @@ tokenizer -> per model variant: tokenizer, pretraining TFRecords per shard
 (ParallelFor), two-stage training, conversion, evaluation, publishing. Training
 sits inside an ExitHandler whose exit task releases the TPU VMs whatever happens.
 
+The other seed systems (``pipelines/recipes.py``) run through the same steps, chosen by
+parameters: ``stage1_corpus`` (CC-100, Wikipedia or one stage), the variants'
+tokenizers (WordPiece/character on MeCab, SentencePiece, bytes), the objective, and
+``trainer``: a PyTorch-trainer variant ends with its token shards and a hand-off step
+until that trainer exists (issue 13).
+
 ``build(profile)`` returns the pipeline function for a profile: the profile's
 platform settings are applied to tasks here, and its parameter values become the
 compiled defaults (``pipelines.commands``). Parameter defaults below are the
@@ -28,11 +34,11 @@ from components.pretraining_data.component import pretraining_data
 from components.publish.component import publish_model
 from components.tokenizer.component import alphabet, variant_tokenizer, wordpiece_tokenizer
 from components.tpu.component import release_compute
-from components.train.component import train_model
+from components.train.component import torch_handoff, train_model
 from components.train.stages import training_root
 from pipelines import platform as k8s
-from pipelines.check_component import check_parameters, variant_selected
-from pipelines.parameters import FIELDS, VARIANTS, PipelineParameters
+from pipelines.check_component import check_parameters, variants_selected
+from pipelines.parameters import FIELDS, MECAB_VARIANTS, TRAINER_VARIANTS, PipelineParameters
 from pipelines.profiles import Profile
 
 PIPELINE_NAME = "bert-japanese-pretraining"
@@ -50,85 +56,132 @@ def build(profile: Profile):
     def on(task, step_class: str = "data", **kw):
         return k8s.apply(task, plat, step_class, **kw)
 
-    @dsl.pipeline(name="bert-japanese-variant",
-                  description="One model variant: tokenizer, TFRecords per shard, two-stage training, "
-                              "conversion, evaluation, publishing.")
-    def variant_pipeline(
-        variant: str, wordpiece: Model, cc100_shards: Dataset, cc100_names: List[str],
-        wikipedia_shards: Dataset, wikipedia_names: List[str], heldout_names: List[str],
-        stage1_max_seq_length: int, stage1_max_predictions: int, stage1_dupe_factor: int,
-        stage2_max_seq_length: int, stage2_max_predictions: int, stage2_dupe_factor: int,
-        masked_lm_prob: float, short_seq_prob: float, data_seed: int,
-        model_size: str, training_backend: str, stage1_train_steps: int, stage2_train_steps: int,
-        gcp_project: str, gcp_zone: str, tpu_accelerator_type: str, tpu_runtime_version: str, tpu_spot: bool,
-        tpu_queued: bool, tpu_queue_timeout_hours: float, tpu_network: str, tpu_subnetwork: str,
-        tpu_service_account: str,
-        tpu_price_per_hour: float, release_uri: str, wikipedia_dump_date: str, wikipedia_url: str, cc100_url: str,
-        jglue_uri: str, jglue: Dataset, jglue_tasks: List[str], jglue_grid: str, jglue_seeds: int,
-    ) -> Model:
-        tokenizer = on(variant_tokenizer(variant=variant, wordpiece=wordpiece))
+    def shard_data(names, shards, tokenizer, *, loop: str, max_seq_length, max_predictions, dupe_factor,
+                   masked_lm_prob, short_seq_prob, data_seed, whole_word_masking, next_sentence_prediction,
+                   data_format, parallelism=profile.data_parallelism):
+        """One pretraining-data task per shard (ParallelFor); returns the task in the loop."""
+        with dsl.ParallelFor(names, parallelism=parallelism, name=loop) as shard:
+            task = on(pretraining_data(
+                shards=shards, shard=shard, tokenizer=tokenizer, max_seq_length=max_seq_length,
+                max_predictions=max_predictions, dupe_factor=dupe_factor, masked_lm_prob=masked_lm_prob,
+                short_seq_prob=short_seq_prob, base_seed=data_seed, whole_word_masking=whole_word_masking,
+                next_sentence_prediction=next_sentence_prediction, data_format=data_format))
+        return task
 
-        # Stage 1 data: CC-100, seq 128, 19 predictions, dupe 5 (one task per shard).
-        with dsl.ParallelFor(cc100_names, parallelism=profile.data_parallelism, name="cc100-shards") as shard:
-            stage1 = on(pretraining_data(
-                shards=cc100_shards, shard=shard, tokenizer=tokenizer.outputs["tokenizer"],
-                max_seq_length=stage1_max_seq_length, max_predictions=stage1_max_predictions,
-                dupe_factor=stage1_dupe_factor, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
-                base_seed=data_seed))
-        # Stage 2 data: Wikipedia, seq 512, 76 predictions, dupe 30.
-        with dsl.ParallelFor(wikipedia_names, parallelism=profile.data_parallelism, name="wikipedia-shards") as shard:
-            stage2 = on(pretraining_data(
-                shards=wikipedia_shards, shard=shard, tokenizer=tokenizer.outputs["tokenizer"],
-                max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions,
-                dupe_factor=stage2_dupe_factor, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
-                base_seed=data_seed))
-        # Held-out Wikipedia shard, same format as stage 2: masked-LM accuracy on unseen text.
-        with dsl.ParallelFor(heldout_names, name="heldout-shards") as shard:
-            heldout = on(pretraining_data(
-                shards=wikipedia_shards, shard=shard, tokenizer=tokenizer.outputs["tokenizer"],
-                max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions,
-                dupe_factor=1, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
-                base_seed=data_seed))
+    def model_garden_pipeline(two_stages: bool):
+        """The Model Garden variant sub-pipeline with two stages, or one (stage1_corpus 'none')."""
+        @dsl.pipeline(name="bert-japanese-variant" if two_stages else "bert-japanese-variant-one-stage",
+                      description="One model variant trained with Model Garden: TFRecords per shard, "
+                                  + ("two training stages" if two_stages else "one training stage (stage 2's "
+                                     "settings, from scratch)") + ", conversion, evaluation, publishing.")
+        def variant_pipeline(
+            variant: str, tokenizer: Model, stage1_shards: Dataset, stage1_names: List[str],
+            wikipedia_shards: Dataset, wikipedia_names: List[str], heldout_names: List[str], stage1_corpus: str,
+            stage1_max_seq_length: int, stage1_max_predictions: int, stage1_dupe_factor: int,
+            stage2_max_seq_length: int, stage2_max_predictions: int, stage2_dupe_factor: int,
+            masked_lm_prob: float, short_seq_prob: float, data_seed: int, whole_word_masking: bool,
+            next_sentence_prediction: bool,
+            model_size: str, training_backend: str, stage1_train_steps: int, stage2_train_steps: int,
+            gcp_project: str, gcp_zone: str, tpu_accelerator_type: str, tpu_runtime_version: str, tpu_spot: bool,
+            tpu_queued: bool, tpu_queue_timeout_hours: float, tpu_network: str, tpu_subnetwork: str,
+            tpu_service_account: str,
+            tpu_price_per_hour: float, release_uri: str, wikipedia_dump_date: str, wikipedia_url: str, cc100_url: str,
+            jglue_uri: str, jglue: Dataset, jglue_tasks: List[str], jglue_grid: str, jglue_seeds: int,
+        ) -> Model:
+            masking = dict(masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, data_seed=data_seed,
+                           whole_word_masking=whole_word_masking, next_sentence_prediction=next_sentence_prediction,
+                           data_format="tfrecord")
+            stage2_shape = dict(max_seq_length=stage2_max_seq_length,
+                                max_predictions=stage2_max_predictions, dupe_factor=stage2_dupe_factor)
 
-        # Stage 1 on CC-100, then stage 2 on Wikipedia initialised from stage 1.
-        trained = on(train_model(
-            stage1_examples=dsl.Collected(stage1.outputs["examples"]),
-            stage2_examples=dsl.Collected(stage2.outputs["examples"]),
-            tokenizer=tokenizer.outputs["tokenizer"], variant=variant, model_size=model_size,
-            backend=training_backend, stage1_max_seq_length=stage1_max_seq_length,
-            stage1_max_predictions=stage1_max_predictions, stage2_max_seq_length=stage2_max_seq_length,
-            stage2_max_predictions=stage2_max_predictions,
-            stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
-            training_root=train_root, trainer_image=image("train-tpu"), gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
-            tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
-            tpu_queue_timeout_hours=tpu_queue_timeout_hours,
-            tpu_network=tpu_network, tpu_subnetwork=tpu_subnetwork, tpu_service_account=tpu_service_account,
-            tpu_price_per_hour=tpu_price_per_hour),
-            "train", run_id_env=True)
-        if plat.resources:  # a cluster; under kfp.local a failure should end the run at once
-            trained.set_retry(**TRAIN_RETRY)
-        converted = on(convert_model(trained=trained.outputs["model"], tokenizer=tokenizer.outputs["tokenizer"]),
-                       "convert")
-        evaluated = on(evaluate_model(hf_model=converted.outputs["hf_model"],
-                                      heldout=dsl.Collected(heldout.outputs["examples"])), "convert")
-        # JGLUE: one pod per task, in parallel; each runs its task's whole grid and picks on dev (so
-        # the choice needs no further step and a task's points share one model load), then the table.
-        with dsl.If(jglue_uri != "", name="jglue"):
-            with dsl.ParallelFor(jglue_tasks, name="jglue-tasks") as jglue_task:
-                tuned = on(finetune_jglue(hf_model=converted.outputs["hf_model"], jglue=jglue, task=jglue_task,
-                                          grid=jglue_grid, seeds=jglue_seeds), "convert")
-            jglue_table = on(jglue_report(hf_model=converted.outputs["hf_model"],
-                                          results=dsl.Collected(tuned.outputs["result"]), model_size=model_size,
-                                          variant=variant), "convert")
-        with dsl.Else(name="no-jglue"):
-            no_table = on(no_jglue(), "control")
-        published = on(publish_model(
-            hf_model=converted.outputs["hf_model"], evaluation=evaluated.outputs["results"],
-            release_uri=release_uri, variant=variant, model_size=model_size,
-            wikipedia_dump_date=wikipedia_dump_date, cc100_url=cc100_url, wikipedia_url=wikipedia_url,
-            jglue=dsl.OneOf(jglue_table.outputs["Output"], no_table.output)),
-            "convert", uses_secrets=True)
-        return published.outputs["release"]
+            def train(stage1, stage2, stages: str):
+                trained = on(train_model(
+                    stage1_examples=dsl.Collected(stage1.outputs["examples"]),
+                    stage2_examples=dsl.Collected(stage2.outputs["examples"]),
+                    tokenizer=tokenizer, variant=variant, model_size=model_size,
+                    backend=training_backend, stage1_max_seq_length=stage1_max_seq_length,
+                    stage1_max_predictions=stage1_max_predictions, stage2_max_seq_length=stage2_max_seq_length,
+                    stage2_max_predictions=stage2_max_predictions,
+                    stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
+                    training_root=train_root, trainer_image=image("train-tpu"), gcp_project=gcp_project,
+                    gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
+                    tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
+                    tpu_queue_timeout_hours=tpu_queue_timeout_hours,
+                    tpu_network=tpu_network, tpu_subnetwork=tpu_subnetwork, tpu_service_account=tpu_service_account,
+                    tpu_price_per_hour=tpu_price_per_hour, stage1_corpus=stages,
+                    next_sentence_prediction=next_sentence_prediction),
+                    "train", run_id_env=True)
+                if plat.resources:  # a cluster; under kfp.local a failure should end the run at once
+                    trained.set_retry(**TRAIN_RETRY)
+                return trained
+
+            # Stage 2 data: Wikipedia, seq 512, 76 predictions, dupe 30.
+            stage2 = shard_data(wikipedia_names, wikipedia_shards, tokenizer, loop="wikipedia-shards",
+                                **stage2_shape, **masking)
+            if two_stages:
+                # Stage 1 data: CC-100 (or Wikipedia), seq 128, 19 predictions, dupe 5 (one task per shard).
+                stage1 = shard_data(stage1_names, stage1_shards, tokenizer, loop="stage1-shards",
+                                    max_seq_length=stage1_max_seq_length, max_predictions=stage1_max_predictions,
+                                    dupe_factor=stage1_dupe_factor, **masking)
+                # Stage 1, then stage 2 on Wikipedia initialised from stage 1.
+                trained = train(stage1, stage2, stage1_corpus)
+            else:
+                # Tohoku v1/v2: one stage on Wikipedia with stage 2's settings, from scratch.
+                trained = train(stage2, stage2, "none")
+            trained_model = trained.outputs["model"]
+            # Held-out Wikipedia shard, same format as stage 2: masked-LM accuracy on unseen text.
+            heldout = shard_data(heldout_names, wikipedia_shards, tokenizer, loop="heldout-shards", parallelism=0,
+                                 max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions,
+                                 dupe_factor=1, **masking)
+            converted = on(convert_model(trained=trained_model, tokenizer=tokenizer), "convert")
+            evaluated = on(evaluate_model(hf_model=converted.outputs["hf_model"],
+                                          heldout=dsl.Collected(heldout.outputs["examples"])), "convert")
+            # JGLUE: one pod per task, in parallel; each runs its task's whole grid and picks on dev (so
+            # the choice needs no further step and a task's points share one model load), then the table.
+            with dsl.If(jglue_uri != "", name="jglue"):
+                with dsl.ParallelFor(jglue_tasks, name="jglue-tasks") as jglue_task:
+                    tuned = on(finetune_jglue(hf_model=converted.outputs["hf_model"], jglue=jglue, task=jglue_task,
+                                              grid=jglue_grid, seeds=jglue_seeds), "convert")
+                jglue_table = on(jglue_report(hf_model=converted.outputs["hf_model"],
+                                              results=dsl.Collected(tuned.outputs["result"]), model_size=model_size,
+                                              variant=variant), "convert")
+            with dsl.Else(name="no-jglue"):
+                no_table = on(no_jglue(), "control")
+            published = on(publish_model(
+                hf_model=converted.outputs["hf_model"], evaluation=evaluated.outputs["results"],
+                release_uri=release_uri, variant=variant, model_size=model_size,
+                wikipedia_dump_date=wikipedia_dump_date, cc100_url=cc100_url, wikipedia_url=wikipedia_url,
+                jglue=dsl.OneOf(jglue_table.outputs["Output"], no_table.output)),
+                "convert", uses_secrets=True)
+            return published.outputs["release"]
+        return variant_pipeline
+
+    variant_pipelines = {True: model_garden_pipeline(True), False: model_garden_pipeline(False)}
+
+    @dsl.pipeline(name="bert-japanese-torch-data",
+                  description="One variant of a PyTorch-trainer recipe: token shards of both corpora; training "
+                              "needs the PyTorch trainer (issue 13).")
+    def torch_variant_pipeline(
+        variant: str, tokenizer: Model, stage1_shards: Dataset, stage1_names: List[str],
+        wikipedia_shards: Dataset, wikipedia_names: List[str], stage1_max_seq_length: int,
+        stage1_max_predictions: int, stage2_max_seq_length: int, stage2_max_predictions: int,
+        masked_lm_prob: float, short_seq_prob: float, data_seed: int, whole_word_masking: bool,
+        model_size: str, release_uri: str, wikipedia_dump_date: str,
+    ) -> Dataset:
+        # Shards are unmasked and written once: masking and packing happen at load time (SPEC 8).
+        unmasked = dict(dupe_factor=1, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
+                        data_seed=data_seed, whole_word_masking=whole_word_masking,
+                        next_sentence_prediction=False, data_format="shards")
+        stage1 = shard_data(stage1_names, stage1_shards, tokenizer, loop="stage1-token-shards",
+                            max_seq_length=stage1_max_seq_length, max_predictions=stage1_max_predictions, **unmasked)
+        stage2 = shard_data(wikipedia_names, wikipedia_shards, tokenizer, loop="wikipedia-token-shards",
+                            max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions, **unmasked)
+        handed = on(torch_handoff(
+            tokenizer=tokenizer, stage1_shards=dsl.Collected(stage1.outputs["examples"]),
+            stage2_shards=dsl.Collected(stage2.outputs["examples"]), variant=variant, model_size=model_size,
+            release_uri=release_uri, wikipedia_dump_date=wikipedia_dump_date, masked_lm_prob=masked_lm_prob,
+            whole_word_masking=whole_word_masking), "control")
+        return handed.outputs["handoff"]
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=profile.pipeline_root,
                   description="Tohoku bert-japanese recipe: raw Japanese text to released Japanese BERT models "
@@ -151,6 +204,14 @@ def build(profile: Profile):
         num_unused_tokens: int = D.num_unused_tokens,
         min_frequency: int = D.min_frequency,
         do_lower_case: bool = D.do_lower_case,
+        character_vocab_size: int = D.character_vocab_size,
+        sp_model_type: str = D.sp_model_type,
+        sp_character_coverage: float = D.sp_character_coverage,
+        sp_byte_fallback: bool = D.sp_byte_fallback,
+        sp_split_digits: bool = D.sp_split_digits,
+        sp_control_symbols: List[str] = D.sp_control_symbols,
+        sp_user_symbols: List[str] = D.sp_user_symbols,
+        sp_normalization: str = D.sp_normalization,
         stage1_max_seq_length: int = D.stage1_max_seq_length,
         stage1_max_predictions: int = D.stage1_max_predictions,
         stage1_dupe_factor: int = D.stage1_dupe_factor,
@@ -160,6 +221,11 @@ def build(profile: Profile):
         masked_lm_prob: float = D.masked_lm_prob,
         short_seq_prob: float = D.short_seq_prob,
         data_seed: int = D.data_seed,
+        whole_word_masking: bool = D.whole_word_masking,
+        next_sentence_prediction: bool = D.next_sentence_prediction,
+        data_format: str = D.data_format,
+        stage1_corpus: str = D.stage1_corpus,
+        trainer: str = D.trainer,
         model_size: str = D.model_size,
         training_backend: str = D.training_backend,
         stage1_train_steps: int = D.stage1_train_steps,
@@ -191,13 +257,10 @@ def build(profile: Profile):
                 wikipedia_dump_date=wikipedia_dump_date, cirrus_index_url=cirrus_index_url, cc100_url=cc100_url,
                 unidic_url=unidic_url), "control").after(checked)
             sources.set_caching_options(False)
-            # 2. Downloads, verified against the resolved size/checksum.
+            # 2. Downloads, verified against the resolved size/checksum (CC-100 and UniDic below, only
+            # when the recipe reads them).
             wiki_dump = on(download_source(url=sources.outputs["wikipedia_url"],
                                            identity=sources.outputs["wikipedia_identity"], extract_member=""))
-            cc100 = on(download_source(url=sources.outputs["cc100_url"],
-                                       identity=sources.outputs["cc100_identity"], extract_member=""))
-            unidic = on(download_source(url=sources.outputs["unidic_url"],
-                                        identity=sources.outputs["unidic_identity"], extract_member="lex.csv"))
             # JGLUE (optional, for evaluation): fetched once for every variant, cached by its content.
             jglue_id = on(jglue_identity(jglue_uri=jglue_uri), "control").after(checked)
             jglue_id.set_caching_options(False)
@@ -205,47 +268,88 @@ def build(profile: Profile):
             # 3. Wikipedia sentences (MeCab), filtered by length.
             wiki = on(wiki_corpus(wikipedia=wiki_dump.outputs["data"], min_sentence_length=min_sentence_length,
                                   max_sentence_length=max_sentence_length, mecab_dic=mecab_dic))
-            # 4. Merge/split: CC-100 into 64 shards, Wikipedia into 8 (+1 held out for evaluation).
-            cc100_split = on(split_corpus(source=cc100.outputs["data"], num_files=cc100_num_shards,
-                                          heldout_files=0, seed=split_seed))
+            # 4. Merge/split: Wikipedia into 8 (+1 held out for evaluation).
             wiki_split = on(split_corpus(source=wiki.outputs["corpus"], num_files=wikipedia_num_shards,
                                          heldout_files=1, seed=split_seed))
-            # 5-7. Tokenizer sample, UniDic alphabet, WordPiece tokenizer.
+            # 5. Tokenizer sample.
             sample = on(sample_corpus(shards=wiki_split.outputs["shards"], lines=tokenizer_sample_lines,
                                       seed=split_seed))
-            chars = on(alphabet(lex=unidic.outputs["data"]))
-            wordpiece = on(wordpiece_tokenizer(
-                sample=sample.outputs["sample"], characters=chars.outputs["characters"], vocab_size=vocab_size,
-                limit_alphabet=limit_alphabet, num_unused_tokens=num_unused_tokens, min_frequency=min_frequency,
-                mecab_dic=mecab_dic, do_lower_case=do_lower_case))
-            # 8-12. Per variant: data, training, conversion, evaluation, publishing. The variants are
-            # laid out statically (each behind a condition on the `variants` parameter) rather than in a
-            # ParallelFor: the per-variant pipeline has loops of its own, and kfp.local confuses the
-            # loop items of a loop nested in another pipeline's loop.
-            for name in VARIANTS:
-                selected = on(variant_selected(variants=variants, variant=name), "control")
-                with dsl.If(selected.output == True, name=f"build-{name}"):  # noqa: E712 (a KFP condition)
-                    variant_pipeline(
-                        variant=name, wordpiece=wordpiece.outputs["tokenizer"],
-                        cc100_shards=cc100_split.outputs["shards"], cc100_names=cc100_split.outputs["names"],
-                        wikipedia_shards=wiki_split.outputs["shards"], wikipedia_names=wiki_split.outputs["names"],
-                        heldout_names=wiki_split.outputs["heldout_names"],
+            data = dict(wikipedia_shards=wiki_split.outputs["shards"], wikipedia_names=wiki_split.outputs["names"],
                         stage1_max_seq_length=stage1_max_seq_length, stage1_max_predictions=stage1_max_predictions,
-                        stage1_dupe_factor=stage1_dupe_factor, stage2_max_seq_length=stage2_max_seq_length,
-                        stage2_max_predictions=stage2_max_predictions, stage2_dupe_factor=stage2_dupe_factor,
+                        stage2_max_seq_length=stage2_max_seq_length, stage2_max_predictions=stage2_max_predictions,
                         masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, data_seed=data_seed,
-                        model_size=model_size, training_backend=training_backend,
-                        stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
-                        gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
-                        tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
-                        tpu_queue_timeout_hours=tpu_queue_timeout_hours,
-                        tpu_network=tpu_network, tpu_subnetwork=tpu_subnetwork,
-                        tpu_service_account=tpu_service_account,
-                        tpu_price_per_hour=tpu_price_per_hour, release_uri=release_uri,
-                        wikipedia_dump_date=sources.outputs["wikipedia_dump_date"],
-                        wikipedia_url=sources.outputs["wikipedia_url"], cc100_url=sources.outputs["cc100_url"],
-                        jglue_uri=jglue_uri, jglue=jglue.outputs["jglue"], jglue_tasks=jglue.outputs["Output"],
-                        jglue_grid=jglue_grid, jglue_seeds=jglue_seeds)
+                        whole_word_masking=whole_word_masking, model_size=model_size, release_uri=release_uri,
+                        wikipedia_dump_date=sources.outputs["wikipedia_dump_date"])
+            model_garden = dict(
+                heldout_names=wiki_split.outputs["heldout_names"], stage1_corpus=stage1_corpus,
+                stage1_dupe_factor=stage1_dupe_factor, stage2_dupe_factor=stage2_dupe_factor,
+                next_sentence_prediction=next_sentence_prediction, training_backend=training_backend,
+                stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
+                gcp_project=gcp_project, gcp_zone=gcp_zone, tpu_accelerator_type=tpu_accelerator_type,
+                tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
+                tpu_queue_timeout_hours=tpu_queue_timeout_hours, tpu_network=tpu_network,
+                tpu_subnetwork=tpu_subnetwork, tpu_service_account=tpu_service_account,
+                tpu_price_per_hour=tpu_price_per_hour, wikipedia_url=sources.outputs["wikipedia_url"],
+                cc100_url=sources.outputs["cc100_url"], jglue_uri=jglue_uri, jglue=jglue.outputs["jglue"],
+                jglue_tasks=jglue.outputs["Output"], jglue_grid=jglue_grid, jglue_seeds=jglue_seeds)
+            options = dict(sample=sample.outputs["sample"], vocab_size=vocab_size,
+                           character_vocab_size=character_vocab_size, do_lower_case=do_lower_case,
+                           sp_model_type=sp_model_type, sp_character_coverage=sp_character_coverage,
+                           sp_byte_fallback=sp_byte_fallback, sp_split_digits=sp_split_digits,
+                           sp_control_symbols=sp_control_symbols, sp_user_symbols=sp_user_symbols,
+                           sp_normalization=sp_normalization, mecab_dic=mecab_dic, seed=split_seed)
+
+            def selected(among, trainers):
+                return on(variants_selected(variants=variants, among=list(among), trainer=trainer,
+                                            trainers=list(trainers)), "control").output == True  # noqa: E712
+
+            def variants_for(stage1_shards, stage1_names, two_stages: bool, trainers: tuple):
+                """Steps 6-12 for one stage-1 layout: tokenizers, then per variant data, training (or the
+                PyTorch hand-off), conversion, evaluation, publishing. The variants are laid out statically
+                (each behind a condition on `variants` and `trainer`) rather than in a ParallelFor: the
+                per-variant pipeline has loops of its own, and kfp.local confuses the loop items of a loop
+                nested in another pipeline's loop."""
+                stage1 = dict(stage1_shards=stage1_shards, stage1_names=stage1_names)
+                # 6-7. MeCab + WordPiece (UniDic alphabet, WordPiece), for the variants built on it.
+                with dsl.If(selected(MECAB_VARIANTS, ["model-garden"]), name="mecab-wordpiece"):
+                    unidic = on(download_source(url=sources.outputs["unidic_url"],
+                                                identity=sources.outputs["unidic_identity"], extract_member="lex.csv"))
+                    chars = on(alphabet(lex=unidic.outputs["data"]))
+                    wordpiece = on(wordpiece_tokenizer(
+                        sample=sample.outputs["sample"], characters=chars.outputs["characters"],
+                        vocab_size=vocab_size, limit_alphabet=limit_alphabet, num_unused_tokens=num_unused_tokens,
+                        min_frequency=min_frequency, mecab_dic=mecab_dic, do_lower_case=do_lower_case))
+                    for name in MECAB_VARIANTS:
+                        with dsl.If(selected([name], ["model-garden"]), name=f"build-{name}"):
+                            tokenizer = on(variant_tokenizer(variant=name, wordpiece=wordpiece.outputs["tokenizer"],
+                                                             **options))
+                            variant_pipelines[two_stages](variant=name, tokenizer=tokenizer.outputs["tokenizer"],
+                                                          **stage1, **data, **model_garden)
+                # SentencePiece and bytes: their tokenizers come from the sample alone.
+                for t in trainers:
+                    for name in (v for v in TRAINER_VARIANTS[t] if v not in MECAB_VARIANTS):
+                        with dsl.If(selected([name], [t]), name=f"build-{name}-{t}"):
+                            tokenizer = on(variant_tokenizer(variant=name, **options))
+                            if t == "torch":
+                                torch_variant_pipeline(variant=name, tokenizer=tokenizer.outputs["tokenizer"],
+                                                       **stage1, **data)
+                            else:
+                                variant_pipelines[two_stages](variant=name, tokenizer=tokenizer.outputs["tokenizer"],
+                                                              **stage1, **data, **model_garden)
+
+            # Stage 1 (the recipe's `stage1_corpus`): CC-100 into 64 shards, downloaded only for it; Wikipedia's
+            # shards again; or none (one stage). PyTorch-trainer recipes read CC-100 and Wikipedia.
+            with dsl.If(stage1_corpus == "cc100", name="stage1-cc100"):
+                cc100 = on(download_source(url=sources.outputs["cc100_url"],
+                                           identity=sources.outputs["cc100_identity"], extract_member=""))
+                cc100_split = on(split_corpus(source=cc100.outputs["data"], num_files=cc100_num_shards,
+                                              heldout_files=0, seed=split_seed))
+                variants_for(cc100_split.outputs["shards"], cc100_split.outputs["names"], True,
+                             ("model-garden", "torch"))
+            with dsl.Elif(stage1_corpus == "wikipedia", name="stage1-wikipedia"):
+                variants_for(wiki_split.outputs["shards"], wiki_split.outputs["names"], True, ("model-garden",))
+            with dsl.Else(name="one-stage"):
+                variants_for(wiki_split.outputs["shards"], wiki_split.outputs["names"], False, ("model-garden",))
 
     return bert_japanese
 

@@ -5,6 +5,7 @@ exit handler that always runs, caching on (but never for source resolution), the
 profile's parameter defaults, and the Kubernetes settings per profile.
 """
 
+import re
 import subprocess
 import sys
 
@@ -92,27 +93,33 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
             inner = loops[task.component_ref.name].dag.tasks
             if any(t.startswith("pretraining-data") for t in inner):
                 shard_loops.append(task)
-    # per variant: CC-100, Wikipedia and held-out shard loops
-    assert len(shard_loops) == 3 * len(parameters.VARIANTS)
+    # The variants are laid out once per stage-1 corpus (cc100, wikipedia: two stages; none: one); per
+    # Model Garden variant: stage-1 (two stages only), Wikipedia and held-out shard loops; per
+    # PyTorch-trainer variant (cc100 only): token shards of both corpora
+    model_garden, torch = (len(parameters.TRAINER_VARIANTS[t]) for t in ("model-garden", "torch"))
+    assert len(shard_loops) == 2 * 3 * model_garden + 2 * model_garden + 2 * torch
     assert {t.iterator_policy.parallelism_limit for t in shard_loops} >= {profiles.get("gcp").data_parallelism}
     # training consumes the collected outputs of the shard loops
-    trains = [t for _o, n, t in tasks if n == "train-model"]
-    assert len(trains) == len(parameters.VARIANTS)
+    trains = [t for _o, n, t in tasks if n.startswith("train-model")]
+    assert len(trains) == 3 * model_garden
     for train in trains:
         for key in ("stage1_examples", "stage2_examples"):
             assert train.inputs.artifacts[key].task_output_artifact.producer_task.startswith("for-loop"), key
         # the TPU VM runs the TPU build of the trainer, named at compile time
         image_ref = train.inputs.parameters["trainer_image"].runtime_value.constant.string_value
         assert image_ref == images.image("train-tpu"), image_ref
-    # each variant's sub-pipeline runs only when the run's `variants` parameter selects it
-    conditions = [t for _o, _n, t in tasks if "variant-selected" in t.trigger_policy.condition]
-    assert len(conditions) == len(parameters.VARIANTS)
-    # and within each, JGLUE or not (tests/test_jglue.py checks that branch)
-    assert len([t for _o, _n, t in tasks if "jglue_uri" in t.trigger_policy.condition]) == 2 * len(parameters.VARIANTS)
+    # each variant's sub-pipeline runs only when the run's `variants` and `trainer` select it; the MeCab
+    # WordPiece steps only when a variant built on them is selected
+    conditions = [t for _o, _n, t in tasks if "variants-selected" in t.trigger_policy.condition]
+    assert len(conditions) == 3 * (1 + model_garden) + torch
+    # and within each Model Garden variant, JGLUE or not (tests/test_jglue.py checks that branch)
+    assert len([t for _o, _n, t in tasks if "jglue_uri" in t.trigger_policy.condition]) == 2 * 3 * model_garden
+    subs = []
     for cond in conditions:
-        assert "variant-selected" in cond.trigger_policy.condition
         inner = spec.components[cond.component_ref.name].dag.tasks
-        assert any(n.startswith("bert-japanese-variant") for n in inner), list(inner)
+        subs += [n for n in inner if n.startswith("bert-japanese-")]
+    assert len([n for n in subs if n.startswith("bert-japanese-variant")]) == 3 * model_garden
+    assert len([n for n in subs if n.startswith("bert-japanese-torch-data")]) == torch
     # caching: on for every step but source resolution and the exit task
     for _owner, name, task in tasks:
         if task.component_ref.name in spec.components and spec.components[task.component_ref.name].HasField("dag"):
@@ -244,3 +251,53 @@ def test_local_runs_fail_fast_and_train_inside_the_task_output(tmp_path):
         assert not task.HasField("retry_policy"), name
         if name == "train-model":
             assert task.inputs.parameters["training_root"].runtime_value.constant.string_value == ""
+
+
+def _constant(task, name):
+    value = task.inputs.parameters[name].runtime_value.constant
+    return json_format.MessageToDict(value)
+
+
+def test_recipe_layout_stage1_corpus_mecab_steps_and_the_torch_hand_off(tmp_path):
+    """Issue 12: CC-100 is read only for stage1_corpus=cc100, MeCab WordPiece only for its variants,
+    one-stage recipes train once from scratch, PyTorch-trainer variants end with token shards."""
+    spec, _ = compile_to(tmp_path, "gcp")
+    tasks = all_tasks(spec)
+    owner_of = {}  # task name without KFP's "-N" suffix -> the components holding such a task
+    for owner, name, _t in tasks:
+        owner_of.setdefault(re.sub(r"-\d+$", "", name), []).append(owner)
+
+    def condition_of(component):
+        (task,) = [t for _o, _n, t in tasks if t.component_ref.name == component]
+        return task.trigger_policy.condition
+
+    # CC-100's download and split sit behind stage1_corpus == 'cc100'
+    cc100_owner = [o for o, n, t in tasks if n.startswith("download-source")
+                   and "cc100_url" in str(json_format.MessageToDict(t.inputs.parameters["url"]))]
+    assert len(cc100_owner) == 1 and "stage1_corpus" in condition_of(cc100_owner[0])
+    assert "'cc100'" in condition_of(cc100_owner[0])
+    # UniDic, alphabet and WordPiece only when a MeCab variant is selected (once per stage-1 layout)
+    assert len(owner_of["wordpiece-tokenizer"]) == 3 and owner_of["alphabet"] == owner_of["wordpiece-tokenizer"]
+    assert all("variants-selected" in condition_of(o) for o in owner_of["wordpiece-tokenizer"])
+    # Model Garden variants: two stages, or one (stage1_corpus 'none') from scratch, each reading TFRecords
+    trains = [(o, t) for o, n, t in tasks if n.startswith("train-model")]
+    stages = sorted(_constant(t, "stage1_corpus") if "stage1_corpus" in t.inputs.parameters
+                    and t.inputs.parameters["stage1_corpus"].HasField("runtime_value") else "param"
+                    for _o, t in trains)
+    assert stages.count("none") == len(trains) // 3 == len(parameters.TRAINER_VARIANTS["model-garden"])
+    for _o, name, task in tasks:
+        if name.startswith("pretraining-data"):
+            assert _constant(task, "data_format") in ("tfrecord", "shards")
+    # PyTorch-trainer variants: token shards (unmasked, one pass, no NSP) and the hand-off, no training
+    torch_subs = [n for n, c in spec.components.items() if n.startswith("comp-bert-japanese-torch-data")]
+    assert torch_subs
+    for comp in torch_subs:
+        inner = spec.components[comp].dag.tasks
+        assert "torch-handoff" in inner and not any(n.startswith("train-model") for n in inner)
+        loops = [spec.components[t.component_ref.name].dag.tasks for t in inner.values()
+                 if t.HasField("parameter_iterator")]
+        shards = [t for loop in loops for n, t in loop.items() if n.startswith("pretraining-data")]
+        assert len(shards) == 2
+        for t in shards:
+            assert _constant(t, "data_format") == "shards" and _constant(t, "next_sentence_prediction") is False
+            assert _constant(t, "dupe_factor") == 1

@@ -3,7 +3,7 @@
 from typing import List, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.images import image
 
@@ -21,8 +21,12 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
                 tpu_subnetwork: str, tpu_service_account: str,
                 tpu_price_per_hour: float,
                 model: Output[Model], metrics: Output[Metrics],
-                loss_curve: Output[HTML]) -> NamedTuple("Training", tpu_node=str, model_dir=str):
-    """Stage 1 on CC-100, then stage 2 on Wikipedia from stage 1's weights.
+                loss_curve: Output[HTML], stage1_corpus: str = "cc100",
+                next_sentence_prediction: bool = True) -> NamedTuple("Training", tpu_node=str, model_dir=str):
+    """Stage 1 on CC-100 (or Wikipedia), then stage 2 on Wikipedia from stage 1's weights;
+    ``stage1_corpus='none'``: stage 2 only, from scratch (KFP has no optional list input: the DAG
+    passes the stage-2 examples as ``stage1_examples`` too, unread). ``next_sentence_prediction``
+    False: MLM only.
 
     No run-scoped input (the task stays cacheable): the training dir is named by the inputs'
     content under ``training_root`` (compile-time; '' = inside this task's output), and the
@@ -57,7 +61,8 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
         backend=backend, training_root=training_root, fallback_root=model_root, tpu=tpu,
         train_steps=(int(stage1_train_steps), int(stage2_train_steps)),
         shapes=((int(stage1_max_seq_length), int(stage1_max_predictions)),
-                (int(stage2_max_seq_length), int(stage2_max_predictions))))
+                (int(stage2_max_seq_length), int(stage2_max_predictions))),
+        single_stage=stage1_corpus == "none", next_sentence_prediction=bool(next_sentence_prediction))
     plan = result.pop("plan")
     # Inside this artifact: relative, so a consumer in another pod resolves it from its view; else the URI.
     final_dir = artifacts.reference(model_root, result["model_dir"])
@@ -69,7 +74,39 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
     reports.log_metrics(metrics, {
         **{f"stage{s.get('stage', '')}_{k}": v for s in result.get("stages", []) for k, v in s.items() if k != "history"},
         **{k: result[k] for k in ("tpu_hours", "estimated_cost", "recreations") if k in result}})
-    history = reports.stage_loss_series(result.get("stages", []))  # a series per stage
+    history = [p for s in result.get("stages", []) for p in s.get("history", [])]
     with open(loss_curve.path, "w") as f:
         f.write(reports.loss_curve_html(f"Training loss ({variant}, {model_size})", history))
     return namedtuple("Training", ["tpu_node", "model_dir"])(result.get("node_name", ""), result["model_dir"])
+
+
+@dsl.component(base_image=image("data"), install_kfp_package=False)
+def torch_handoff(tokenizer: Input[Model], stage1_shards: Input[List[Dataset]], stage2_shards: Input[List[Dataset]],
+                  variant: str, model_size: str, release_uri: str, wikipedia_dump_date: str, masked_lm_prob: float,
+                  whole_word_masking: bool, handoff: Output[Dataset], report: Output[Markdown]):
+    """A PyTorch-trainer recipe's last step until that trainer exists (issue 13): the tokenizer and the
+    list of token shards go to the release location, with a message saying training needs it."""
+    from components import artifacts, storage
+    from components.publish.naming import data_release_name
+    from components.train.handoff import handoff_markdown, write_handoff
+
+    def listed(examples):
+        out = []
+        for e in examples:
+            manifest = artifacts.read_manifest(e.path)
+            out.append({"shard": manifest.get("shard", ""), "stats": manifest.get("stats", {}),
+                        "files": [artifacts.resolve(e.uri, e.path, n) for n in manifest["files"]]})
+        return out
+
+    target = artifacts.data_root(handoff.uri, handoff.path)
+    if release_uri:
+        target = storage.join(release_uri.rstrip("/"), data_release_name(model_size, variant, wikipedia_dump_date))
+    manifest = write_handoff(target, variant=variant, tokenizer_dir=artifacts.data_root(tokenizer.uri, tokenizer.path),
+                             shards={"cc100": listed(stage1_shards), "wikipedia": listed(stage2_shards)},
+                             settings={"masked_lm_prob": float(masked_lm_prob),
+                                       "whole_word_masking": bool(whole_word_masking), "model_size": model_size})
+    artifacts.write_manifest(handoff.path, {"release_uri": target, "message": manifest["message"]})
+    handoff.metadata.update({"release_uri": target, "variant": variant})
+    print(manifest["message"], flush=True)
+    with open(report.path, "w") as f:
+        f.write(handoff_markdown(manifest))

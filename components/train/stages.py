@@ -33,13 +33,18 @@ DEFAULT_LEASE_TTL_S = 600.0  # a lease not renewed for this long belongs to a de
 
 def stage_plan(*, config: str, stage1_data: list[str], stage2_data: list[str], model_root: str,
                train_steps: tuple[int, int] = (0, 0),
-               shapes: tuple[tuple[int, int], tuple[int, int]] | None = None) -> list[dict]:
-    """The two stages as data: what each trains on, where, and from what.
+               shapes: tuple[tuple[int, int], tuple[int, int]] | None = None,
+               single_stage: bool = False) -> list[dict]:
+    """The stages as data: what each trains on, where, and from what.
 
     ``shapes`` gives each stage's (max_seq_length, max_predictions) when the data
     was made with other values than the recipe's stage defaults (the small profiles).
+    ``single_stage`` (Tohoku v1/v2: Wikipedia only): stage 2's settings from scratch, no stage 1.
     """
-    if not stage1_data or not stage2_data:
+    if single_stage:
+        if not stage2_data:
+            raise BadInput("training needs pretraining data (Wikipedia) for its one stage")
+    elif not stage1_data or not stage2_data:
         raise BadInput("training needs pretraining data for both stages (stage 1 CC-100, stage 2 Wikipedia)")
     stage1_dir = storage.join(model_root, "stage1_cc100")
     stage2_dir = storage.join(model_root, "stage2_wikipedia")
@@ -47,13 +52,13 @@ def stage_plan(*, config: str, stage1_data: list[str], stage2_data: list[str], m
         {"stage": 1, "config": config, "data": ",".join(stage1_data), "model_dir": stage1_dir,
          "init_checkpoint": None, "train_steps": int(train_steps[0]) or None},
         {"stage": 2, "config": config, "data": ",".join(stage2_data), "model_dir": stage2_dir,
-         "init_checkpoint": stage1_dir, "train_steps": int(train_steps[1]) or None},
+         "init_checkpoint": None if single_stage else stage1_dir, "train_steps": int(train_steps[1]) or None},
     ]
     for entry, shape in zip(plan, shapes or ()):
         overrides = shape_overrides(entry["stage"], *shape)
         if overrides:
             entry["overrides"] = overrides
-    return plan
+    return plan[1:] if single_stage else plan
 
 
 def shape_overrides(stage: int, max_seq_length: int, max_predictions: int) -> list[str]:
@@ -78,10 +83,12 @@ def train_stages(plan: list[dict], *, tokenizer_dir: str, backend: str = "cpu", 
 
         results = []
         for s in plan:
+            # MLM only (no NSP head) only when asked: the recipe's NSP runs call the trainer as before.
+            objective = {} if s.get("next_sentence_prediction", True) else {"next_sentence_prediction": False}
             results.append(train(config=s["config"], stage=s["stage"], data=s["data"], model_dir=s["model_dir"],
                                  tokenizer_dir=tokenizer_dir, init_checkpoint=s["init_checkpoint"],
                                  strategy="one_device", train_steps=s["train_steps"],
-                                 overrides=s.get("overrides", ())))
+                                 overrides=s.get("overrides", ()), **objective))
         return {"backend": "cpu", "stages": results, "model_dir": plan[-1]["model_dir"]}
     if backend == "tpu":
         from components.tpu.orchestrate import train_on_tpu
@@ -134,8 +141,11 @@ def _shard_identities(shards: list[dict], what: str) -> list[dict]:
 
 def training_identity(*, variant: str, model_size: str, stage1_shards: list[dict], stage2_shards: list[dict],
                       tokenizer_dir: str, shapes: tuple[tuple[int, int], tuple[int, int]],
-                      train_steps: tuple[int, int]) -> dict:
-    """Everything a training run's result depends on, as data (no URIs: they change per execution)."""
+                      train_steps: tuple[int, int], single_stage: bool = False,
+                      next_sentence_prediction: bool = True) -> dict:
+    """Everything a training run's result depends on, as data (no URIs: they change per execution).
+
+    The recipe's two NSP stages keep the identity they always had; other recipes add what differs."""
     from components.train import configs
 
     prefix = tokenizer_dir.rstrip("/") + "/"
@@ -144,10 +154,13 @@ def training_identity(*, variant: str, model_size: str, stage1_shards: list[dict
         raise BadInput(f"tokenizer {tokenizer_dir}: holds no files")
     stages = []
     for number, shards, (seq, preds), steps in zip((1, 2), (stage1_shards, stage2_shards), shapes, train_steps):
+        if single_stage and number == 1:
+            continue
         stages.append({"stage": number, "max_seq_length": int(seq), "max_predictions": int(preds),
                        "train_steps": int(steps or 0), "data": _shard_identities(shards, f"stage{number}_examples")})
     return {"version": TRAINING_DIR_VERSION, "variant": variant, "model_size": model_size,
-            "profile": dataclasses.asdict(configs.profile(model_size)), "tokenizer": tokenizer, "stages": stages}
+            "profile": dataclasses.asdict(configs.profile(model_size)), "tokenizer": tokenizer, "stages": stages,
+            **({} if next_sentence_prediction else {"next_sentence_prediction": False})}
 
 
 def training_key(identity: dict) -> str:
@@ -226,21 +239,28 @@ def _with_run(tpu: dict, variant: str, run_id: str, backend: str) -> dict:
 def train_variant(*, variant: str, model_size: str, stage1_shards: list[dict], stage2_shards: list[dict],
                   tokenizer_dir: str, backend: str, training_root: str, fallback_root: str,
                   shapes: tuple[tuple[int, int], tuple[int, int]], train_steps: tuple[int, int] = (0, 0),
-                  tpu: dict | None = None, lease_ttl_s: float = DEFAULT_LEASE_TTL_S) -> dict:
+                  tpu: dict | None = None, lease_ttl_s: float = DEFAULT_LEASE_TTL_S, single_stage: bool = False,
+                  next_sentence_prediction: bool = True) -> dict:
     """The pipeline's train step: both stages in the content-named dir, resuming what is there.
 
     ``stage*_shards``: per shard ``{"shard": name, "files": {manifest name: uri}}``. ``training_root``
     '' trains under ``fallback_root`` (the task's own output). ``tpu``: TPU settings without node
     name and labels, which come from the backend's run id (``components.run_identity``).
-    Returns ``train_stages``' result plus ``training_dir``, ``training_key``, ``plan``, ``run_id``.
+    ``single_stage``: stage 2 only, from scratch (``stage1_shards`` ignored); ``next_sentence_prediction``
+    False: MLM only. Returns ``train_stages``' result plus ``training_dir``, ``training_key``, ``plan``, ``run_id``.
     """
     identity = training_identity(variant=variant, model_size=model_size, stage1_shards=stage1_shards,
                                  stage2_shards=stage2_shards, tokenizer_dir=tokenizer_dir, shapes=shapes,
-                                 train_steps=train_steps)
+                                 train_steps=train_steps, single_stage=single_stage,
+                                 next_sentence_prediction=next_sentence_prediction)
     root = training_dir(training_root, identity) if training_root else fallback_root
     plan = stage_plan(config=model_size, model_root=root, train_steps=train_steps, shapes=shapes,
                       stage1_data=[u for sh in stage1_shards for _, u in sorted(sh["files"].items())],
-                      stage2_data=[u for sh in stage2_shards for _, u in sorted(sh["files"].items())])
+                      stage2_data=[u for sh in stage2_shards for _, u in sorted(sh["files"].items())],
+                      single_stage=single_stage)
+    if not next_sentence_prediction:
+        for entry in plan:
+            entry["next_sentence_prediction"] = False
     found = run_identity.find_run_id()
     run_id = found[0] if found else None
     if backend == "tpu" and tpu is not None:
