@@ -101,6 +101,8 @@ def test_without_byte_fallback_unknown_characters_are_unk(lowercased):
     # Special tokens stay special whatever the lowercasing (yoheikikuta's README warns of "[cls]").
     assert hf("[CLS] 東京 [SEP]", add_special_tokens=False)["input_ids"][0] == files.CLS_ID
     assert hf.convert_tokens_to_ids("<url>") == hf("<url>", add_special_tokens=False)["input_ids"][-1]
+    for text in ["見て<url>と##も", "<url><url> ## x##y", "ＵＲＬは<url>"]:  # user pieces kept whole, as the model does
+        assert hf(text, add_special_tokens=False)["input_ids"] == sentencepiece_ids(lowercased, text, True), text
 
 
 def test_the_model_proto_reader_agrees_with_protobuf_itself(fallback):
@@ -203,7 +205,11 @@ def test_bad_input(tmp_path):
         train_sentencepiece([CORPUS], str(tmp_path / "o5"), vocab_size=VOCAB, model_type="bpe")
     with pytest.raises(BadInput, match="user_symbols"):
         train_sentencepiece([CORPUS], str(tmp_path / "o6"), vocab_size=VOCAB, user_symbols=["a b"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.txt"]
+    blank = tmp_path / "blank.txt"
+    blank.write_text("  \n\n", encoding="utf-8")
+    with pytest.raises(BadInput, match=r"blank.txt: empty corpus \(no text in 2 lines\)"):
+        train_sentencepiece([str(blank)], str(tmp_path / "o7"), vocab_size=300)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank.txt", "small.txt"]
 
 
 def test_cli(tmp_path, capsys):

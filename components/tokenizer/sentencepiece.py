@@ -67,7 +67,7 @@ def train_sentencepiece(input_uris: list[str] | str, output_dir: str, *, vocab_s
     storage.check_outputs(inputs, dirs=[output_dir])
 
     progress = Progress("sentencepiece", "lines")
-    counted = {"lines": 0}
+    counted = {"lines": 0, "sentences": 0}
 
     def sentences():
         for uri in inputs:
@@ -75,6 +75,7 @@ def train_sentencepiece(input_uris: list[str] | str, output_dir: str, *, vocab_s
                 progress.add(1)
                 counted["lines"] += 1
                 if line.strip():
+                    counted["sentences"] += 1
                     yield line.lower() if do_lower_case else line
 
     model = _BytesSink()
@@ -99,8 +100,8 @@ def train_sentencepiece(input_uris: list[str] | str, output_dir: str, *, vocab_s
         if "Vocabulary size is smaller than required_chars" in message:
             raise BadInput(f"vocab_size={vocab_size}: fewer than the characters character_coverage="
                            f"{character_coverage} keeps (sentencepiece: {detail})") from e
-        if "no sentences" in message.lower() or "empty" in message.lower():
-            raise BadInput(f"{', '.join(inputs)}: empty corpus ({message.strip()})") from e
+        if not counted["sentences"]:
+            raise BadInput(f"{', '.join(inputs)}: empty corpus (no text in {counted['lines']} lines)") from e
         raise
     train_s = time.monotonic() - started
     progress.done()
