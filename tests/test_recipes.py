@@ -144,6 +144,32 @@ def test_submit_with_a_pipeline_file_and_a_recipe_sends_the_recipes_values(tmp_p
     assert commands._package(args)[1] == {"vocab_size": 8000, "gcp_project": "my-project"}  # without --recipe: only what was typed
 
 
+def test_submit_and_schedule_send_the_recipes_pipeline(capsys):
+    """Against a local server speaking the KFP API (tests/fake_kfp_api.py): the uploaded spec's
+    defaults are the recipe's, the run's arguments only what was typed."""
+    from fake_kfp_api import FakeKfpApi
+
+    api = FakeKfpApi()
+    try:
+        assert bertja(["submit", "--endpoint", api.endpoint, "--experiment", "e", "--profile", "kind",
+                       "--recipe", "rinna-roberta", "--param", "vocab_size=8000"]) == 0, capsys.readouterr().err
+        assert bertja(["schedule", "--endpoint", api.endpoint, "--experiment", "e", "--profile", "kind",
+                       "--recipe", "tohoku-v2", "--cron", "0 0 3 1 * *", "--name", "v2"]) == 0, \
+            capsys.readouterr().err
+        (run,) = api.runs.values()
+        (rr,) = api.recurring_runs.values()
+    finally:
+        api.stop()
+    defaults = {k: v.get("defaultValue") for k, v in
+                run["pipeline_spec"]["pipeline_spec"]["root"]["inputDefinitions"]["parameters"].items()}
+    assert defaults["trainer"] == "torch" and defaults["variants"] == ["sentencepiece"]
+    assert run["runtime_config"]["parameters"] == {"vocab_size": 8000}
+    spec = rr["pipeline_spec"]["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
+    assert spec["stage1_corpus"]["defaultValue"] == "none" and spec["character_vocab_size"]["defaultValue"] == 6144
+    assert bertja(["submit", "--endpoint", "http://127.0.0.1:9", "--experiment", "e", "--profile", "kind",
+                   "--recipe", "rinna-roberta", "--param", "next_sentence_prediction=true"]) == 2  # before any call
+
+
 def test_bertja_recipes_lists_name_description_seed_and_trainer():
     out = subprocess.run([sys.executable, "-m", "pipelines.cli", "recipes"], capture_output=True, text=True,
                          check=True).stdout
@@ -299,3 +325,33 @@ def test_local_bybert_ends_with_tokenizer_shards_and_the_pytorch_trainer_message
     assert len(ids) == len(word_starts) and not all(word_starts)  # whole words over bytes: MeCab words
     assert not _manifests(out, "final_model_dir"), "a PyTorch-trainer recipe trained with Model Garden"
     assert bertja(["recipes"]) == 0 and "bybert" in capsys.readouterr().out
+
+
+def test_a_model_with_a_tokenizer_json_instead_of_vocab_txt_evaluates_and_publishes(tmp_path):
+    """SentencePiece and byte models (yoheikikuta-sp) carry tokenizer.json, not vocab.txt."""
+    import os
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForPreTraining
+
+    from components import storage
+    from components.evaluate.core import load_model
+    from components.publish.core import publish_model
+    from components.tokenizer.byte import write_byte_tokenizer
+
+    model_dir = str(tmp_path / "converted")
+    write_byte_tokenizer(model_dir, mecab_dic="none")
+    assert not os.path.exists(os.path.join(model_dir, "vocab.txt"))
+    vocab = len(AutoTokenizer.from_pretrained(model_dir))
+    torch.manual_seed(0)
+    BertForPreTraining(BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=32)).save_pretrained(model_dir)
+    tokenizer, model = load_model(model_dir)
+    assert model.config.vocab_size == len(tokenizer)
+    release = publish_model(model_dir, str(tmp_path / "release"), model_name="bert-tiny-japanese-byte", variant="byte")
+    assert release and os.path.isfile(tmp_path / "release" / "tokenizer.json")
+    storage.remove(os.path.join(model_dir, "tokenizer.json"))
+    with pytest.raises(BadInput, match="vocab.txt: missing"):
+        load_model(model_dir)
+    with pytest.raises(BadInput, match="vocab.txt: missing"):
+        publish_model(model_dir, str(tmp_path / "release2"))

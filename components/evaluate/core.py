@@ -69,10 +69,13 @@ def load_model(model_dir: str):
     """Tokenizer and BertForPreTraining from a local or gs:// model directory, in eval mode."""
     from transformers import AutoTokenizer, BertForPreTraining
 
+    from components.tokenizer.files import FAST_TOKENIZER_FILE, VOCAB_FILE
+
     local = _local_model_dir(model_dir)
-    for name in ("config.json", "vocab.txt"):
-        if not storage.exists(storage.join(local, name)):
-            raise BadInput(f"{storage.join(model_dir, name)}: missing; not a converted model directory?")
+    # WordPiece/character models carry vocab.txt; SentencePiece and byte ones tokenizer.json.
+    for names in (("config.json",), (VOCAB_FILE, FAST_TOKENIZER_FILE)):
+        if not any(storage.exists(storage.join(local, name)) for name in names):
+            raise BadInput(f"{storage.join(model_dir, names[0])}: missing; not a converted model directory?")
     tokenizer = AutoTokenizer.from_pretrained(local)
     model = BertForPreTraining.from_pretrained(local).eval()
     if model.config.vocab_size != len(tokenizer):

@@ -30,8 +30,9 @@ from components.tokenizer import files as tokenizer_files
 
 MODEL_CARD = "README.md"
 MANIFEST = "bertja_release.json"
-REQUIRED_FILES = ("config.json", "model.safetensors", tokenizer_files.VOCAB_FILE,
-                  tokenizer_files.TOKENIZER_CONFIG_FILE)
+REQUIRED_FILES = ("config.json", "model.safetensors", tokenizer_files.TOKENIZER_CONFIG_FILE)
+# and the vocabulary: vocab.txt (WordPiece/character) or tokenizer.json (SentencePiece, bytes)
+VOCABULARY_FILES = (tokenizer_files.VOCAB_FILE, tokenizer_files.FAST_TOKENIZER_FILE)
 CONVERSION_FILE = "bertja_conversion.json"
 SIZES = {(768, 12): "base", (1024, 24): "large"}
 DEFAULT_LICENSE = "apache-2.0"  # the licence of Tohoku's released bert-japanese models
@@ -70,9 +71,9 @@ def count_parameters(safetensors_uri: str) -> int:
 
 def describe_model(model_dir: str) -> dict:
     """Sizes and tokenizer of a converted model directory (what the card and defaults need)."""
-    for name in REQUIRED_FILES:
-        if not storage.exists(storage.join(model_dir, name)):
-            raise BadInput(f"{storage.join(model_dir, name)}: missing; publish takes a converted model "
+    for names in [(name,) for name in REQUIRED_FILES] + [VOCABULARY_FILES]:
+        if not any(storage.exists(storage.join(model_dir, name)) for name in names):
+            raise BadInput(f"{storage.join(model_dir, names[0])}: missing; publish takes a converted model "
                            "directory (bertja convert)")
     config = storage.read_json_object(storage.join(model_dir, "config.json"))
     tokenizer = storage.read_json_object(storage.join(model_dir, tokenizer_files.TOKENIZER_CONFIG_FILE))
