@@ -352,3 +352,10 @@ def test_block_diagonal_mask_memory_at_8192():
     mask = data.attention_masks(seg)
     assert mask.dtype == torch.bool
     assert mask.element_size() * mask.nelement() == data.mask_bytes(8192) == 64 * 2**20
+
+
+def test_plan_overrides_take_whole_floats_as_kfp_lists_send_them():
+    stages = configs.plan_stages("modernbert-ja", seq_lengths=[64.0, 128.0, 128.0], train_steps=[6.0, 2, 2])
+    assert [s.seq_length for s in stages] == [64, 128, 128] and all(type(s.seq_length) is int for s in stages)
+    with pytest.raises(BadInput, match="--seq-length 64.5: must be a whole number"):
+        configs.plan_stages("modernbert-ja", seq_lengths=64.5)

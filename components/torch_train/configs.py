@@ -134,6 +134,7 @@ def plan_stages(plan_name: str, *, seq_lengths=None, train_steps=None, global_ba
         if values is None:
             continue
         values = list(values) if isinstance(values, (list, tuple)) else [values] * len(stages)
+        values = [_as(type(getattr(stages[0], name)), v, name) for v in values]  # KFP lists bring ints as floats
         if len(values) != len(stages):
             raise BadInput(f"--{name.replace('_', '-')} {values}: plan {plan_name} has {len(stages)} stage(s), "
                            f"give {len(stages)} value(s) or one")
@@ -143,6 +144,14 @@ def plan_stages(plan_name: str, *, seq_lengths=None, train_steps=None, global_ba
     for i, s in enumerate(stages, 1):
         check_stage(s, f"plan {plan_name} stage {i}")
     return tuple(stages)
+
+
+def _as(kind, value, name: str):
+    if kind is int:
+        if float(value) != int(float(value)):
+            raise BadInput(f"--{name.replace('_', '-')} {value}: must be a whole number")
+        return int(float(value))
+    return kind(value)
 
 
 def check_stage(s: Stage, where: str) -> None:
