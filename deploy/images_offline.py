@@ -79,12 +79,15 @@ def engine_running() -> bool:
         ["docker", "info"], capture_output=True).returncode == 0
 
 
-def ensure_engine(timeout: float = 60.0) -> None:
-    """Install Debian's docker.io and start dockerd (as root) when no engine answers."""
+def ensure_engine(timeout: float = 60.0, install: bool = True) -> None:
+    """Start dockerd (as root) when no engine answers, installing Debian's docker.io first if
+    ``install`` (the tests only start one)."""
     if engine_running():
         return
     if os.geteuid() != 0:
         raise StepFailed("no Docker engine answers and starting one needs root (run as root, or start dockerd)")
+    if shutil.which("dockerd") is None and not install:
+        raise StepFailed("no Docker engine answers and dockerd is not installed (make images-offline installs it)")
     if shutil.which("dockerd") is None:
         log("installing docker.io (Debian)")
         for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "docker.io"]):
@@ -256,9 +259,10 @@ def image_size(ref: str) -> int:
 
 
 def table(rows: list[tuple[str, int, float]]) -> str:
-    lines = [f"{'image':<52} {'size':>9} {'build':>8}"]
+    width = max([len("image"), *(len(ref) for ref, _, _ in rows)])
+    lines = [f"{'image':<{width}} {'size':>9} {'build':>8}"]
     for ref, size, seconds in rows:
-        lines.append(f"{ref:<52} {size / 1e6:>7.0f}MB {seconds:>7.0f}s")
+        lines.append(f"{ref:<{width}} {size / 1e6:>7.0f}MB {seconds:>7.0f}s")
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """``bertja compile | run | submit | schedule``: the pipeline's own commands.
 
 compile: profile defaults (+ ``--param``) -> validated -> pipeline YAML.
-run --local: the whole DAG under ``kfp.local`` (SubprocessRunner, caching on),
+run --local: the whole DAG under ``kfp.local`` (SubprocessRunner or DockerRunner, caching on),
   ending with where the Hugging Face model is and a fill-mask answer from it.
 submit / schedule: thin conveniences over ``kfp.Client`` (the same as
   ``kfp run create`` / ``kfp recurring-run create``); schedule replaces a recurring
@@ -91,8 +91,9 @@ def recipes_text() -> str:
 # ---------------------------------------------------------------------------
 
 def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local", overrides: dict | None = None,
-              enable_caching: bool = True, recipe: str = recipes.DEFAULT) -> dict:
-    """Runs the whole DAG with kfp.local's SubprocessRunner in this environment.
+              enable_caching: bool = True, runner: str = "subprocess", recipe: str = recipes.DEFAULT) -> dict:
+    """Runs the whole DAG with kfp.local: ``subprocess`` in this environment, or ``docker``, each
+    step in the image the compiled pipeline names, confined as a pod is (see ``docker_runner``).
 
     Models are published to ``OUTPUT/models/`` (unless ``release_uri`` is given),
     so a run served entirely from the cache still points at them.
@@ -105,9 +106,12 @@ def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local
     overrides = dict(overrides or {})
     overrides.setdefault("release_uri", os.path.join(output_dir, "models"))
     values = pipeline_values(profile_name, overrides, recipe=recipe)
-    root = os.path.join(output_dir, "pipeline-root")
+    # A container sees only the pipeline root (kfp.local mounts nothing else), so under docker the
+    # root is OUTPUT itself: the published models land in OUTPUT/models/ either way.
+    root = output_dir if runner == "docker" else os.path.join(output_dir, "pipeline-root")
     os.makedirs(root, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
+    task_runner = docker_runner(root) if runner == "docker" else local.SubprocessRunner(use_venv=False)
+    local.init(runner=task_runner, pipeline_root=root,
                enable_caching=enable_caching, cache_root=os.path.join(output_dir, "cache"))
     start = time.monotonic()
     saved_print = builtins.print
@@ -119,6 +123,39 @@ def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local
         builtins.print = saved_print
     seconds = time.monotonic() - start
     return {"seconds": seconds, "models": published_models(values), "output_dir": output_dir}
+
+
+POD_UID = 10001  # the images' USER, which the chart's pods run as (runAsNonRoot)
+
+
+def docker_runner(pipeline_root: str):
+    """``kfp.local.DockerRunner`` running each step as a pod would: uid 10001, read-only root,
+    a writable /tmp, no network; the pipeline root (the one mount) writable by that uid."""
+    from kfp import local
+
+    from components import images
+
+    try:
+        import docker
+    except ImportError as e:
+        raise BadInput("--runner docker needs the docker package: pip install 'bert-japanese-pipelines[docker]'") from e
+    try:
+        client = docker.from_env()
+        present = {tag for image in client.images.list() for tag in image.tags}
+    except docker.errors.DockerException as e:
+        raise BadInput(f"--runner docker: no Docker engine answers ({e})") from e
+    needed = {images.image(key) for key in images.cluster_images()}
+    missing = sorted(needed - present)
+    if missing:
+        raise BadInput(f"--runner docker: images not built here: {', '.join(missing)} (make images-offline)")
+    for directory, subdirs, _files in os.walk(pipeline_root):
+        for path in [directory] + [os.path.join(directory, d) for d in subdirs]:
+            if os.geteuid() == 0:
+                os.chown(path, POD_UID, POD_UID)
+            elif os.stat(path).st_uid != POD_UID:
+                os.chmod(path, 0o777)
+    return local.DockerRunner(user=f"{POD_UID}:{POD_UID}", read_only=True, tmpfs={"/tmp": ""},
+                              network_mode="none")
 
 
 def published_models(values: dict) -> list[dict]:
@@ -370,9 +407,11 @@ def main(argv: list[str], prog: str, command: str) -> int:
         _add_recipe(p)
         p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--no-cache", action="store_true")
+        p.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess",
+                       help="docker: each step in its image as a pod runs it (build them first: make images-offline)")
         a = p.parse_args(argv)
         result = run_local(a.output, a.profile, parse_params(a.param), enable_caching=not a.no_cache,
-                           recipe=a.recipe or recipes.DEFAULT)
+                           runner=a.runner, recipe=a.recipe or recipes.DEFAULT)
         print(f"\npipeline finished in {result['seconds']:.1f}s")
         for m in result["models"]:
             if "model_dir" not in m:  # a PyTorch-trainer recipe (issue 13)

@@ -40,7 +40,7 @@ def _engine_problem() -> str | None:
     import images_offline
 
     try:
-        images_offline.ensure_engine(timeout=30)
+        images_offline.ensure_engine(timeout=30, install=False)
     except images_offline.StepFailed as e:
         return str(e)
     return None

@@ -342,3 +342,10 @@ def test_offline_standin_base_is_tagged_by_its_recipe():
     # The final stages start from Debian packages only: no pip or venv (those are the build base's).
     assert {"python3-pip", "python3-venv"} <= set(images_offline.RECIPE["runtime_purge"])
     assert not set(images_offline.RECIPE["runtime_purge"]) & {"python3", "ca-certificates", "python-is-python3"}
+
+
+def test_offline_table_lines_up_whatever_the_image_names():
+    rows = [("ghcr.io/bert-japanese-pipelines/bertja-tpu-control:0.1.0", 701_000_000, 98.4), ("a:1", 5_000_000, 3)]
+    header, *lines = images_offline.table(rows).splitlines()
+    assert [line.split() for line in lines] == [[rows[0][0], "701MB", "98s"], ["a:1", "5MB", "3s"]]
+    assert len({len(header), *map(len, lines)}) == 1
