@@ -1,5 +1,5 @@
 """The PyTorch trainer's KFP component under kfp.local: byte tokenizer -> token shards -> train_torch
-(two stages of the ModernBERT-Ja plan, tiny) -> a Hugging Face directory that answers fill-mask."""
+(the three stages of the ModernBERT-Ja plan, tiny) -> a Hugging Face directory that answers fill-mask."""
 
 import json
 import os
@@ -7,29 +7,15 @@ import os
 import pytest
 import yaml
 from kfp import compiler, dsl, local
-from kfp.dsl import Dataset, Output
+from test_variant_components import corpus_files  # the corpus file as a shards artifact
 
 pytest.importorskip("torch")
 
-from components.images import image  # noqa: E402
 from components.pretraining_data.component import pretraining_data  # noqa: E402
 from components.tokenizer.component import variant_tokenizer  # noqa: E402
 from components.torch_train.component import train_torch  # noqa: E402
 
 CORPUS = os.path.join(os.path.dirname(__file__), "data", "ja_sentences.txt")
-
-
-@dsl.component(base_image=image("data"), install_kfp_package=False)
-def corpus_files(source: str, corpus: Output[Dataset]):
-    """The test's corpus file as a shards artifact (manifest + one file)."""
-    import os
-    import shutil
-
-    from components import artifacts
-
-    os.makedirs(corpus.path, exist_ok=True)
-    shutil.copyfile(source, os.path.join(corpus.path, "shard_0.txt"))
-    artifacts.write_manifest(corpus.path, {"files": ["shard_0.txt"]})
 
 
 @dsl.pipeline(name="torch-trainer")
