@@ -355,3 +355,20 @@ def test_a_model_with_a_tokenizer_json_instead_of_vocab_txt_evaluates_and_publis
         load_model(model_dir)
     with pytest.raises(BadInput, match="vocab.txt: missing"):
         publish_model(model_dir, str(tmp_path / "release2"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tohoku-v1", "rinna-roberta", "modernbert-ja"])
+def test_local_run_of_the_other_presets_ends_with_a_model_or_tokenizer_and_shards(tmp_path_factory, name):
+    from transformers import AutoTokenizer
+
+    _out, result = _run(tmp_path_factory, name)
+    (found,) = result["models"]
+    if recipes.get(name).trainer == "torch":
+        assert "PyTorch trainer" in found["message"] and found["shards"]["cc100"] and found["shards"]["wikipedia"]
+        tok = AutoTokenizer.from_pretrained(found["tokenizer_dir"])
+    else:
+        tok = AutoTokenizer.from_pretrained(found["model_dir"])
+        assert len(commands.fill_mask(found["model_dir"], top_k=2)) == 2
+    text = "東京は日本の首都です。"
+    assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True).replace(" ", "") == text
