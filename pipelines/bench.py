@@ -10,6 +10,7 @@ BENCHMARKS = {
     "corpus-wiki": "components.corpus.bench",
     "pretraining-data": "components.pretraining_data.bench",
     "train": "components.train.bench",
+    "train-torch": "components.torch_train.bench",
 }
 
 

@@ -107,3 +107,15 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path, shards):
 
     w1, w2 = (load_file(os.path.join(tmp_path / n, "hf", "model.safetensors")) for n in ("one", "ddp"))
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+
+
+def test_bench_compares_with_a_plain_transformers_trainer(capsys):
+    pytest.importorskip("accelerate")
+    from components.torch_train.bench import main as bench
+
+    assert bench(["--config", "tiny", "--seq-length", "64", "--steps", "3", "--device", "cpu"]) == 0
+    report = {k.strip(): v for k, v in (line.split(" : ", 1) for line in capsys.readouterr().out.splitlines()
+                                         if " : " in line)}
+    assert float(report["tokens/s (after first step)"].strip()) > 0
+    assert float(report["s/step (transformers.Trainer, same batches)"].strip()) > 0
+    assert float(report["ours / Trainer"].strip()) > 0
