@@ -77,12 +77,12 @@ def compile_pipeline(output: str, profile_name: str = "gcp", overrides: dict | N
 
 
 def recipes_text() -> str:
-    """``bertja recipes``: name, trainer, seed and one-line description of each recipe."""
+    """``bertja recipes``: name, trainer, seed, one-line description and departures of each recipe."""
     lines = []
     for row in recipes.table():
         default = " (default)" if row["name"] == recipes.DEFAULT else ""
         lines += [f"{row['name']}{default}  [trainer: {row['trainer']}]", f"  {row['description']}",
-                  f"  seed: {row['seed']}", ""]
+                  f"  seed: {row['seed']}", *(f"  differs: {d}" for d in row["departures"]), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

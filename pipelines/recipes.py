@@ -183,5 +183,5 @@ def combine(recipe_name: str, profile_values: dict, overrides: dict) -> dict:
 
 def table() -> list[dict]:
     """One row per recipe, for ``bertja recipes`` and the README."""
-    return [{"name": r.name, "description": r.description, "seed": r.seed, "trainer": r.trainer}
-            for r in RECIPES.values()]
+    return [{"name": r.name, "description": r.description, "seed": r.seed, "trainer": r.trainer,
+             "departures": list(r.departures)} for r in RECIPES.values()]

@@ -175,6 +175,7 @@ def test_bertja_recipes_lists_name_description_seed_and_trainer():
                          check=True).stdout
     for r in recipes.RECIPES.values():
         assert r.name in out and r.description in out and r.seed in out and f"trainer: {r.trainer}" in out
+        assert all(f"differs: {d}" in out for d in r.departures), r.name
     assert "tohoku-v3 (default)" in out
 
 
