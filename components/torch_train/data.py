@@ -33,7 +33,7 @@ IGNORE_INDEX = -100
 class Documents:
     """All documents of a stage, concatenated: ``ids[offsets[d]:offsets[d+1]]`` is document ``d``."""
 
-    ids: np.ndarray  # int32
+    ids: np.ndarray  # unsigned or int32 token ids (the shards' dtype when read from shards)
     word_starts: np.ndarray  # bool; all True when the tokenizer has no word splitter
     offsets: np.ndarray  # int64, len = documents + 1
     vocab_size: int
@@ -88,7 +88,7 @@ def load_documents(uris: list[str], *, vocab_size: int, tokenizer_type: str) -> 
                            f"this tokenizer is {tokenizer_type} with {vocab_size} (shards of another tokenizer?)")
         doc_ends = np.asarray(shard.sentence_ends)[np.asarray(shard.document_ends) - 1] if len(shard) else []
         lengths.append(np.diff(np.concatenate([[0], doc_ends])).astype(np.int64))
-        ids.append(np.asarray(shard.tokens).astype(np.int32))
+        ids.append(np.asarray(shard.tokens))  # kept as stored (uint16 below 65,536 pieces): the corpus is in memory
         starts.append(shard.word_starts)
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     keep = lengths > 0
