@@ -211,8 +211,9 @@ def _pack_best_fit(starts, lengths, seq_length, rng) -> Packs:
 
 def mask_tokens(ids: np.ndarray, word_starts: np.ndarray, special: np.ndarray, *, rate: float, whole_word: bool,
                 vocab_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, labels): ``round(rate x maskable tokens)`` tokens chosen as whole words (or single
-    tokens), never more; each chosen token becomes [MASK] 80%, a random token 10%, itself 10%.
+    """(inputs, labels): up to ``round(rate x maskable tokens)`` tokens chosen as whole words (or
+    single tokens): words in a random order while they fit the budget (one word larger than the
+    whole budget is taken alone); each chosen token becomes [MASK] 80%, a random token 10%, itself 10%.
     Labels are the original ids at chosen tokens, ``IGNORE_INDEX`` elsewhere."""
     maskable = np.flatnonzero(~special)
     inputs, labels = ids.copy(), np.full(len(ids), IGNORE_INDEX, dtype=np.int64)
