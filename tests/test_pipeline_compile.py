@@ -301,3 +301,54 @@ def test_recipe_layout_stage1_corpus_mecab_steps_and_the_torch_hand_off(tmp_path
         for t in shards:
             assert _constant(t, "data_format") == "shards" and _constant(t, "next_sentence_prediction") is False
             assert _constant(t, "dupe_factor") == 1
+
+
+# The KFP 2.17 backend turns the pipeline spec into one Argo Workflow object, which Kubernetes keeps in
+# etcd: a run whose Workflow is over etcd's request limit (1.5 MiB by default) is refused at creation.
+# What the backend's compiler (backend/src/v2/compiler/argocompiler, since kubeflow/pipelines#10979)
+# puts into that object, and so what this estimate counts:
+# - workflow arguments holding each executor component's spec and container once per distinct
+#   container (keyed by its hash), and each DAG component's spec once per name;
+# - per task, its task spec as JSON in the driver's arguments (twice for a ParallelFor: the iterator
+#   driver and the iteration's driver), plus the Argo DAG entries around it (about 1.2 kB).
+# The running Workflow grows further with node status; the budget leaves room for that.
+ETCD_REQUEST_LIMIT = 1.5 * 2 ** 20
+WORKFLOW_BUDGET = 0.85 * ETCD_REQUEST_LIMIT
+ARGO_TASK_OVERHEAD = 1200
+
+
+def estimated_workflow_bytes(spec: dict) -> int:
+    import hashlib
+    import json
+
+    def size(obj) -> int:
+        return len(json.dumps(obj, separators=(",", ":"), sort_keys=True))
+
+    executors = spec["deploymentSpec"]["executors"]
+    arguments = {"components-root": size(spec["root"])}
+    tasks = 0
+    for name, component in spec["components"].items():
+        if "executorLabel" in component:
+            container = executors[component["executorLabel"]].get("container", {})
+            key = hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()
+            arguments.setdefault(f"components-{key}", size(component))
+            arguments.setdefault(f"implementations-{key}", size(container))
+        else:
+            arguments[f"components-{name}"] = size(component)
+    for dag in [spec["root"]] + [c for c in spec["components"].values() if "dag" in c]:
+        for task in dag["dag"]["tasks"].values():
+            copies = 2 if "parameterIterator" in task or "artifactIterator" in task else 1
+            tasks += copies * size(task) + ARGO_TASK_OVERHEAD
+    return sum(arguments.values()) + tasks
+
+
+@pytest.mark.parametrize("profile", ["gcp", "kind"])
+def test_the_argo_workflow_fits_etcd(tmp_path, profile):
+    """Recipes are data (the layout is the same for every one), so one compile per profile says it."""
+    path = tmp_path / f"{profile}.yaml"
+    root = "gs://bertja-test/root" if profiles.get(profile).needs_gcs_root else None
+    commands.compile_pipeline(str(path), profile, pipeline_root=root)
+    estimate = estimated_workflow_bytes(next(yaml.safe_load_all(path.read_text())))
+    assert estimate < WORKFLOW_BUDGET, (
+        f"{profile}: the Argo Workflow would be about {estimate / 2 ** 20:.2f} MiB, over the "
+        f"{WORKFLOW_BUDGET / 2 ** 20:.2f} MiB budget under etcd's limit")
