@@ -74,7 +74,7 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
     reports.log_metrics(metrics, {
         **{f"stage{s.get('stage', '')}_{k}": v for s in result.get("stages", []) for k, v in s.items() if k != "history"},
         **{k: result[k] for k in ("tpu_hours", "estimated_cost", "recreations") if k in result}})
-    history = [p for s in result.get("stages", []) for p in s.get("history", [])]
+    history = reports.stage_loss_series(result.get("stages", []))  # a series per stage
     with open(loss_curve.path, "w") as f:
         f.write(reports.loss_curve_html(f"Training loss ({variant}, {model_size})", history))
     return namedtuple("Training", ["tpu_node", "model_dir"])(result.get("node_name", ""), result["model_dir"])
