@@ -17,7 +17,7 @@ import numpy as np
 
 from components import storage
 from components.errors import BadInput
-from components.mecab import WordSplitter, word_splitter
+from components.mecab import WordSplitter
 from components.tokenizer import files
 
 _CACHE_LIMIT = 100_000  # words (~20 MB at most); frequent words come early, so they are in it
@@ -161,7 +161,7 @@ class FastTokenizer(_Codes):
             raise BadInput(f"{uri}: {self.vocab_size} tokens, {files.BERTJA_TOKENIZER_FILE} says {info['vocab_size']}")
         self.continuation = continuation_bit(self.vocab_size)
         self.dtype = code_dtype(self.vocab_size)
-        self._words = (word_splitter(info["mecab_dic"]) if info["word_splitter"] == "mecab" else None)
+        self._words = files.word_splitter_for(vocab_dir, info)
 
     def __getstate__(self):
         return {"vocab_dir": self.vocab_dir, "info": self.info, "do_lower_case": self.do_lower_case}

@@ -6,14 +6,16 @@ vocabulary here, byte ``b`` is id ``5 + b`` with the piece ``<0xHH>``. The
 an empty character vocabulary, so every character becomes its bytes (literal
 text such as ``<0x41>`` too, which a vocabulary lookup would take whole), and
 decoding fuses the bytes back into text. Whole-word masking needs words, which
-bytes do not give: the directory records the MeCab dictionary the data step
-splits words with (``mecab_dic``; "none" for per-byte masking).
+bytes do not give: the directory records the word splitter the data step
+uses: MeCab (``mecab_dic``; "none" for per-byte masking) or vibrato, whose
+dictionary is copied into the directory (bybert's own splitter).
 """
 
 from __future__ import annotations
 
 from components import storage
-from components.mecab import NO_WORD_SPLIT, check_mecab_dic
+from components.errors import BadInput
+from components.mecab import NO_WORD_SPLIT, check_mecab_dic, check_word_splitter, load_vibrato
 from components.tokenizer import files
 
 BYTE_OFFSET = len(files.SPECIAL_TOKENS)
@@ -41,12 +43,28 @@ def tokenizer_json(*, do_lower_case: bool = False) -> str:
 
 
 def write_byte_tokenizer(output_dir: str, *, mecab_dic: str = files.DEFAULT_MECAB_DIC,
+                         word_splitter: str = "mecab", vibrato_dict: str | None = None,
                          do_lower_case: bool = False) -> dict:
-    """Writes the byte tokenizer directory; ``mecab_dic`` is the word splitter for whole-word masking."""
+    """Writes the byte tokenizer directory with the word splitter for whole-word masking.
+
+    ``word_splitter`` "mecab" uses ``mecab_dic`` ("none" there: no words);
+    "vibrato" needs ``vibrato_dict`` (a ``.dic``/``.dic.zst`` file or a text
+    dictionary directory), loaded once here so a bad one fails this step.
+    """
     check_mecab_dic(mecab_dic)
-    storage.check_outputs([], dirs=[output_dir])
-    splitter = "none" if mecab_dic == NO_WORD_SPLIT else "mecab"
+    splitter = check_word_splitter(word_splitter)
+    if splitter == "mecab" and mecab_dic == NO_WORD_SPLIT:
+        splitter = NO_WORD_SPLIT
+    if splitter == "vibrato":
+        if not vibrato_dict:
+            raise BadInput("word_splitter='vibrato': needs the vibrato dictionary (vibrato_dict)")
+        load_vibrato(vibrato_dict)
+    elif vibrato_dict:
+        raise BadInput(f"vibrato_dict={vibrato_dict!r}: given, but word_splitter={word_splitter!r} does not use it")
+    storage.check_outputs([vibrato_dict], dirs=[output_dir])
+    copied = files.copy_vibrato_dict(vibrato_dict, output_dir) if splitter == "vibrato" else None
     files.write_fast_tokenizer_dir(output_dir, tokenizer_json(do_lower_case=do_lower_case), info=files.tokenizer_info(
         type="byte", word_splitter=splitter, mecab_dic=mecab_dic, do_lower_case=do_lower_case,
-        vocab_size=len(byte_tokens())))
-    return {"vocab_size": len(byte_tokens()), "word_splitter": splitter, "mecab_dic": mecab_dic}
+        vocab_size=len(byte_tokens()), vibrato_dict=copied))
+    stats = {"vocab_size": len(byte_tokens()), "word_splitter": splitter, "mecab_dic": mecab_dic}
+    return {**stats, "vibrato_dict": copied} if copied else stats

@@ -21,8 +21,9 @@ def main(argv: list[str], prog: str) -> int:
                            description="wordpiece: WordPiece on MeCab words (NFKC, no lowercasing unless "
                                        "--do-lower-case), a BertJapaneseTokenizer directory. sentencepiece: "
                                        "a unigram model and the tokenizer.json AutoTokenizer loads. byte: 256 "
-                                       "bytes + specials (no corpus; --mecab-dic gives the words for "
-                                       "whole-word masking, 'none' for none).")
+                                       "bytes + specials (no corpus; --mecab-dic, or --word-splitter vibrato "
+                                       "with --vibrato-dict, gives the words for whole-word masking; "
+                                       "--mecab-dic none for none).")
     train.add_argument("inputs", nargs="*", metavar="INPUT", help="corpus files, one sentence per line (.gz/.xz ok)")
     train.add_argument("--type", default="wordpiece", choices=("wordpiece", "sentencepiece", "byte"),
                        help="tokenizer type")
@@ -35,6 +36,11 @@ def main(argv: list[str], prog: str) -> int:
     train.add_argument("--min-frequency", type=int, default=2, help="fewest occurrences of a merge")
     train.add_argument("--mecab-dic", default=files.DEFAULT_MECAB_DIC,
                        help="unidic_lite, unidic or ipadic (byte: also 'none')")
+    train.add_argument("--word-splitter", default="mecab", choices=("mecab", "vibrato", "none"),
+                       help="byte: what splits words for whole-word masking")
+    train.add_argument("--vibrato-dict", metavar="DICT",
+                       help="byte with --word-splitter vibrato: a system dictionary (.dic, .dic.zst) "
+                            "or a text dictionary directory (lex.csv, matrix.def, char.def, unk.def)")
     train.add_argument("--do-lower-case", action="store_true", help="lowercase words (and say so in the config)")
     train.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                        help="MeCab processes / SentencePiece threads (this machine's cores)")
@@ -63,7 +69,8 @@ def main(argv: list[str], prog: str) -> int:
     if args.command == "train" and args.type == "byte":
         from components.tokenizer.byte import write_byte_tokenizer
 
-        stats = write_byte_tokenizer(args.output_dir, mecab_dic=args.mecab_dic, do_lower_case=args.do_lower_case)
+        stats = write_byte_tokenizer(args.output_dir, mecab_dic=args.mecab_dic, word_splitter=args.word_splitter,
+                                     vibrato_dict=args.vibrato_dict, do_lower_case=args.do_lower_case)
     elif args.command == "train" and args.type == "sentencepiece":
         from components.tokenizer.sentencepiece import train_sentencepiece
 

@@ -48,22 +48,29 @@ def variant_tokenizer(variant: str, tokenizer: Output[Model], wordpiece: Input[M
                       mecab_dic: str = "unidic_lite", do_lower_case: bool = False, sp_model_type: str = "unigram",
                       sp_character_coverage: float = 0.9995, sp_byte_fallback: bool = False,
                       sp_split_digits: bool = False, sp_control_symbols: list = ["[PAD]", "[CLS]", "[SEP]", "[MASK]"],
-                      sp_user_symbols: list = [], sp_normalization: str = "nmt_nfkc", seed: int = 0):
+                      sp_user_symbols: list = [], sp_normalization: str = "nmt_nfkc", seed: int = 0,
+                      word_splitter: str = "mecab", vibrato_dict: Input[Dataset] = None):
     """The tokenizer a model variant uses: the WordPiece one or its character subset (from ``wordpiece``),
-    SentencePiece trained on ``sample``, or bytes (``mecab_dic``: words for whole-word masking)."""
+    SentencePiece trained on ``sample``, or bytes (words for whole-word masking: ``mecab_dic``, or
+    ``word_splitter`` "vibrato" with the downloaded ``vibrato_dict``)."""
     from components import artifacts
     from components.resources import available_cpus
+    from components.errors import BadInput
     from components.tokenizer.variants import build_variant_tokenizer
 
     options = {"vocab_size": int(vocab_size), "character_vocab_size": int(character_vocab_size),
                "mecab_dic": mecab_dic, "do_lower_case": bool(do_lower_case), "sp_model_type": sp_model_type,
                "sp_character_coverage": float(sp_character_coverage), "sp_byte_fallback": bool(sp_byte_fallback),
                "sp_split_digits": bool(sp_split_digits), "sp_control_symbols": list(sp_control_symbols),
-               "sp_user_symbols": list(sp_user_symbols), "sp_normalization": sp_normalization, "seed": int(seed)}
+               "sp_user_symbols": list(sp_user_symbols), "sp_normalization": sp_normalization, "seed": int(seed),
+               "word_splitter": word_splitter}
+    vibrato_files = artifacts.data_files(vibrato_dict.uri, vibrato_dict.path) if vibrato_dict is not None else []
+    if len(vibrato_files) > 1:
+        raise BadInput(f"vibrato_dict: one dictionary file expected, got {vibrato_files}")
     result = build_variant_tokenizer(
         variant, output_dir=artifacts.data_root(tokenizer.uri, tokenizer.path),
         wordpiece_dir=artifacts.data_root(wordpiece.uri, wordpiece.path) if wordpiece is not None else None,
         sample_uris=artifacts.data_files(sample.uri, sample.path) if sample is not None else (),
-        options=options, workers=available_cpus())
+        vibrato_dict=vibrato_files[0] if vibrato_files else None, options=options, workers=available_cpus())
     artifacts.write_manifest(tokenizer.path, {"subword": variant, "stats": result})
     tokenizer.metadata.update({"subword": variant})

@@ -40,6 +40,8 @@ FAST_TOKENIZER_FILE = "tokenizer.json"
 # Every directory: what later steps need to know (type, word split, lowercasing, special ids).
 BERTJA_TOKENIZER_FILE = "bertja_tokenizer.json"
 TOKENIZER_TYPES = (*SUBWORD_TYPES, "sentencepiece", "byte")
+# word_splitter "vibrato": the dictionary travels inside the directory, so the data steps need no source.
+VIBRATO_DIR = "vibrato"
 
 
 def reserved_tokens(num_unused: int = NUM_UNUSED) -> list[str]:
@@ -153,20 +155,51 @@ def _check_tokens(tokens: list[str], where: str) -> None:
 
 
 def tokenizer_info(*, type: str, word_splitter: str, mecab_dic: str, do_lower_case: bool,
-                   vocab_size: int) -> dict:
+                   vocab_size: int, vibrato_dict: str | None = None) -> dict:
     """``bertja_tokenizer.json``: how the data step splits and groups words, with no extra parameter.
 
-    ``word_splitter`` is "mecab" (``mecab_dic`` names the dictionary) or "none"
+    ``word_splitter`` is "mecab" (``mecab_dic`` names the dictionary), "vibrato"
+    (``vibrato_dict``: the dictionary's path inside the directory) or "none"
     (tokens are not grouped into words: masking is per token).
     """
+    from components.mecab import check_word_splitter
+
     if type not in TOKENIZER_TYPES:
         raise BadInput(f"tokenizer type={type!r}: not one of {TOKENIZER_TYPES}")
-    if word_splitter not in ("mecab", "none"):
-        raise BadInput(f"word_splitter={word_splitter!r}: not 'mecab' or 'none'")
-    return {"type": type, "word_splitter": word_splitter,
+    check_word_splitter(word_splitter)
+    if (word_splitter == "vibrato") != bool(vibrato_dict):
+        raise BadInput(f"word_splitter={word_splitter!r}: vibrato_dict={vibrato_dict!r} "
+                       "(a vibrato dictionary goes with word_splitter 'vibrato' and only with it)")
+    info = {"type": type, "word_splitter": word_splitter,
             "mecab_dic": mecab_dic if word_splitter == "mecab" else "none",
             "do_lower_case": bool(do_lower_case), "vocab_size": int(vocab_size),
             "special_token_ids": dict(SPECIAL_TOKEN_IDS)}
+    if vibrato_dict:
+        info["vibrato_dict"] = vibrato_dict
+    return info
+
+
+def copy_vibrato_dict(source: str, output_dir: str) -> str:
+    """Copies a vibrato dictionary (file or text directory) under ``output_dir``; returns its relative path."""
+    from components.mecab import VIBRATO_TEXT_FILES, vibrato_dict_kind
+
+    if vibrato_dict_kind(source) == "compiled":
+        name = f"{VIBRATO_DIR}/{storage.basename(source)}"
+        storage.copy(source, storage.join(output_dir, name))
+        return name
+    for n in VIBRATO_TEXT_FILES:
+        storage.copy(storage.join(source, n), storage.join(output_dir, VIBRATO_DIR, n))
+    return VIBRATO_DIR
+
+
+def word_splitter_for(tokenizer_dir: str, info: dict | None = None):
+    """The splitter that groups this directory's tokens into words (None: every token its own group)."""
+    from components.mecab import make_word_splitter
+
+    info = info or read_tokenizer_info(tokenizer_dir)
+    vibrato = info.get("vibrato_dict")
+    return make_word_splitter(info["word_splitter"], mecab_dic=info["mecab_dic"],
+                              vibrato_dict=storage.join(tokenizer_dir, vibrato) if vibrato else None)
 
 
 def write_tokenizer_info(output_dir: str, info: dict) -> str:

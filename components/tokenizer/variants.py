@@ -4,7 +4,8 @@
 ``sp_byte_fallback``, ``mecab_dic`` ...); each type takes the ones that apply
 to it, so one call site serves every preset. WordPiece/character come from the
 WordPiece directory (MeCab words), SentencePiece is trained on the corpus
-sample, bytes need nothing but the word splitter for whole-word masking.
+sample, bytes need nothing but the word splitter for whole-word masking
+(``vibrato_dict``: the dictionary when that splitter is vibrato).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ SENTENCEPIECE_OPTIONS = {
     "sp_control_symbols": "control_symbols", "sp_user_symbols": "user_symbols",
     "sp_normalization": "normalization", "do_lower_case": "do_lower_case", "seed": "seed",
 }
-BYTE_OPTIONS = {"mecab_dic": "mecab_dic", "do_lower_case": "do_lower_case"}
+BYTE_OPTIONS = {"mecab_dic": "mecab_dic", "word_splitter": "word_splitter", "do_lower_case": "do_lower_case"}
 OPTION_NAMES = {*SENTENCEPIECE_OPTIONS, *BYTE_OPTIONS, "character_vocab_size"}
 
 
 def build_variant_tokenizer(variant: str, *, output_dir: str, wordpiece_dir: str | None = None,
-                            sample_uris=(), options: dict | None = None, workers: int = 1) -> dict:
+                            sample_uris=(), vibrato_dict: str | None = None, options: dict | None = None,
+                            workers: int = 1) -> dict:
     """Writes ``variant``'s tokenizer directory; returns the step's statistics (with ``type``)."""
     options = dict(options or {})
     unknown = sorted(set(options) - OPTION_NAMES)
@@ -52,7 +54,7 @@ def build_variant_tokenizer(variant: str, *, output_dir: str, wordpiece_dir: str
     elif variant == "byte":
         from components.tokenizer.byte import write_byte_tokenizer
 
-        stats = write_byte_tokenizer(output_dir, **_keywords(options, BYTE_OPTIONS))
+        stats = write_byte_tokenizer(output_dir, vibrato_dict=vibrato_dict, **_keywords(options, BYTE_OPTIONS))
     else:
         raise BadInput(f"variant={variant!r}: not one of {files.TOKENIZER_TYPES}")
     return {"type": variant, **stats}
