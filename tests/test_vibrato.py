@@ -65,6 +65,55 @@ def test_the_dictionary_costs_decide_the_words(dictionary, tmp_path):
     assert VibratoSplitter(dictionary, do_lower_case=True)("ＡＢＣに大阪") == ["abc", "に", "大阪"]
 
 
+def mecab_dictionary(source: str, output) -> str:
+    """The same text dictionary compiled for MeCab, with mecab-dict-index from fugashi's own libmecab."""
+    import ctypes
+    import glob
+    import os
+
+    import fugashi
+
+    (lib,) = glob.glob(os.path.join(os.path.dirname(fugashi.__file__), os.pardir, "fugashi.libs", "libmecab*.so*"))
+    dicrc = "cost-factor = 800\nbos-feature = BOS/EOS,*\nconfig-charset = UTF-8\n"
+    with open(os.path.join(source, "dicrc"), "w") as f:
+        f.write(dicrc)
+    output.mkdir()
+    args = [b"mecab-dict-index", b"-d", source.encode(), b"-o", str(output).encode(), b"-f", b"utf-8", b"-t", b"utf-8"]
+    assert ctypes.CDLL(lib).mecab_dict_index(len(args), (ctypes.c_char_p * len(args))(*args)) == 0
+    (output / "dicrc").write_text(dicrc)
+    return str(output)
+
+
+PARITY_CHAR_DEF = CHAR_DEF.replace("ALPHA 1 1 0\n", "ALPHA 1 1 0\nKATAKANA 1 1 2\nNUMERIC 1 1 0\n") + (
+    "0x30A1..0x30FF KATAKANA\n0x0030..0x0039 NUMERIC\n")
+PARITY_UNK_DEF = UNK_DEF + "KATAKANA,1,1,900,名詞\nNUMERIC,1,1,800,名詞\n"
+PARITY_SENTENCES = ["東京都に行く", "京都は大阪に近い", "東京大学の学生は本を読む", "テレビで見たアニメは面白い",
+                    "2024年に東京へ行った", "私はコンピューターサイエンスを学ぶ", "東京 に  行く ",
+                    "x" * 30 + "と" + "ア" * 26, "　大阪の\u3000学生"]
+
+
+def test_vibrato_splits_as_mecab_does_with_the_same_text_dictionary(tmp_path):
+    """SPEC 7: identical words from vibrato (text dictionary) and MeCab (the same one, compiled)."""
+    words = ["東京", "京都", "東", "京", "都", "大阪", "大学", "東京大学", "学生", "本", "読む", "読", "む", "に", "は",
+             "の", "を", "へ", "で", "と", "行く", "行っ", "た", "近い", "見", "面白い", "私", "学ぶ", "年",
+             "テレビ", "アニメ", "コンピューター", "サイエンス", "コンピュータ"]
+    pos = {w: 2 if len(w) == 1 and "\u3041" <= w <= "\u309f" else 1 for w in words}
+    root = tmp_path / "text"
+    root.mkdir()
+    (root / "lex.csv").write_text("".join(f"{w},{pos[w]},{pos[w]},{100 + 37 * i % 400},名詞\n"
+                                          for i, w in enumerate(words)), encoding="utf-8")
+    (root / "matrix.def").write_text("3 3\n" + "".join(f"{l} {r} {(l * 7 + r * 13) % 50 - 20}\n"
+                                                       for l in range(3) for r in range(3)))
+    (root / "char.def").write_text(PARITY_CHAR_DEF, encoding="utf-8")
+    (root / "unk.def").write_text(PARITY_UNK_DEF, encoding="utf-8")
+    vibrato = VibratoSplitter(str(root))
+    mecab = WordSplitter(mecab_dictionary(str(root), tmp_path / "compiled"))
+    for text in PARITY_SENTENCES:
+        assert vibrato(text) == mecab(text), text
+        assert vibrato.word_starts(text) == mecab.word_starts(text), text
+    assert len(vibrato("x" * 30)) > 1  # unknown runs are cut as MeCab cuts them (max_grouping_len 24)
+
+
 def test_word_starts_follow_mecabs_whitespace_convention(dictionary):
     """Where both dictionaries give the same words, vibrato's starts equal MeCab's (whitespace a word of its own)."""
     vibrato, mecab = VibratoSplitter(dictionary), WordSplitter("unidic_lite")
