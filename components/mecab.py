@@ -198,7 +198,8 @@ def load_vibrato(uri: str):
     try:
         return vibrato.Vibrato(data, **options)
     except ValueError as e:
-        raise BadInput(f"{uri}: not a vibrato system dictionary of this vibrato ({vibrato.VIBRATO_VERSION}): {e}") from e
+        raise BadInput(f"{uri}: not a vibrato system dictionary of this vibrato "
+                       f"({vibrato.VIBRATO_VERSION}): {e}") from e
 
 
 class VibratoSplitter:

@@ -9,7 +9,8 @@ from components.images import image
 
 @dsl.component(base_image=image("data"), install_kfp_package=False)
 def check_parameters(
-    wikipedia_dump_date: str, cirrus_index_url: str, cc100_url: str, unidic_url: str, mecab_dic: str,
+    wikipedia_dump_date: str, cirrus_index_url: str, cc100_url: str, unidic_url: str, vibrato_dict_url: str,
+    mecab_dic: str, word_splitter: str,
     min_sentence_length: int, max_sentence_length: int, cc100_num_shards: int, wikipedia_num_shards: int,
     split_seed: int, tokenizer_sample_lines: int, variants: List[str], vocab_size: int, limit_alphabet: int,
     num_unused_tokens: int, min_frequency: int, do_lower_case: bool, character_vocab_size: int,

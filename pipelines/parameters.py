@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from components.errors import BadInput
-from components.mecab import MECAB_DIC_CHOICES
+from components.mecab import MECAB_DIC_CHOICES, VIBRATO_DICT_SUFFIXES
 
 VARIANTS = ("wordpiece", "character", "sentencepiece", "byte")  # a variant names its tokenizer type
 MECAB_VARIANTS = ("wordpiece", "character")  # built from the MeCab + WordPiece tokenizer
@@ -26,6 +26,9 @@ TRAINERS = ("model-garden", "torch")
 # Which variants each trainer builds (the DAG lays out exactly these).
 TRAINER_VARIANTS = {"model-garden": ("wordpiece", "character", "sentencepiece"), "torch": ("sentencepiece", "byte")}
 STAGE1_CORPORA = ("cc100", "wikipedia", "none")  # none: one stage (stage 2's settings, Wikipedia)
+# What splits words for the byte variant's whole-word masking: MeCab (``mecab_dic``) or vibrato
+# (``vibrato_dict_url``, downloaded only then). The MeCab variants always use MeCab.
+WORD_SPLITTERS = ("mecab", "vibrato")
 BYTE_VOCAB = 256
 MODEL_SIZES = ("tiny", "base", "large")
 BACKENDS = ("cpu", "tpu")
@@ -40,8 +43,10 @@ class PipelineParameters:
     cirrus_index_url: str = "https://dumps.wikimedia.org/other/cirrussearch"
     cc100_url: str = "https://data.statmt.org/cc-100/ja.txt.xz"
     unidic_url: str = "https://ccd.ninjal.ac.jp/unidic_archive/cwj/2.1.2/unidic-mecab-2.1.2_src.zip"
+    vibrato_dict_url: str = ""  # word_splitter=vibrato: a vibrato system dictionary (.dic or .dic.zst)
     # --- corpora
     mecab_dic: str = "unidic_lite"
+    word_splitter: str = "mecab"
     min_sentence_length: int = 10
     max_sentence_length: int = 200
     cc100_num_shards: int = 64
@@ -216,7 +221,11 @@ RULES: dict = {
     "cirrus_index_url": (_source_url, _URL_RULE),
     "cc100_url": (_source_url, _URL_RULE),
     "unidic_url": (_source_url, _URL_RULE),
+    "vibrato_dict_url": (lambda v: v == "" or (_source_url(v) and v.endswith(VIBRATO_DICT_SUFFIXES)),
+                         f"must be empty or a vibrato system dictionary ({' or '.join(VIBRATO_DICT_SUFFIXES)}) at a "
+                         + _URL_RULE.removeprefix("must be a ")),
     "mecab_dic": (lambda v: v in MECAB_DIC_CHOICES, f"must be one of {MECAB_DIC_CHOICES}"),
+    "word_splitter": (lambda v: v in WORD_SPLITTERS, f"must be one of {WORD_SPLITTERS}"),
     "min_sentence_length": (_at_least(0), "must be an integer >= 0"),
     "max_sentence_length": (_at_least(1), "must be a positive integer"),
     "cc100_num_shards": (_at_least(1), "must be a positive integer"),
@@ -338,8 +347,13 @@ def _check_recipe_rules(values: dict, need) -> None:
     if get("trainer") == "torch":
         need(get("stage1_corpus") == "cc100", "stage1_corpus",
              "trainer='torch' takes shards of CC-100 and Wikipedia ('cc100'); its stages are its own")
-    if get("mecab_dic") == "none" and get("whole_word_masking") is True:
+    if get("mecab_dic") == "none" and get("whole_word_masking") is True and get("word_splitter") != "vibrato":
         need(False, "whole_word_masking", "needs words: mecab_dic='none' splits none (mask single tokens)")
+    if get("word_splitter") == "vibrato":
+        need(bool(get("vibrato_dict_url")), "vibrato_dict_url", "word_splitter='vibrato' needs its dictionary")
+        need("byte" in variants, "word_splitter", "vibrato splits words for the byte variant only")
+    elif get("vibrato_dict_url") and "word_splitter" in values:
+        need(False, "vibrato_dict_url", f"given, but word_splitter={get('word_splitter')!r}: set word_splitter=vibrato")
     if get("data_format") == "shards" and get("next_sentence_prediction") is True:
         need(False, "next_sentence_prediction", "token shards are for MLM-only training (no sentence pairs)")
     if get("mecab_dic") == "none":

@@ -191,7 +191,9 @@ def build(profile: Profile):
         cirrus_index_url: str = D.cirrus_index_url,
         cc100_url: str = D.cc100_url,
         unidic_url: str = D.unidic_url,
+        vibrato_dict_url: str = D.vibrato_dict_url,
         mecab_dic: str = D.mecab_dic,
+        word_splitter: str = D.word_splitter,
         min_sentence_length: int = D.min_sentence_length,
         max_sentence_length: int = D.max_sentence_length,
         cc100_num_shards: int = D.cc100_num_shards,
@@ -255,7 +257,7 @@ def build(profile: Profile):
             checked = on(check_parameters(**{name: arguments[name] for name in sorted(FIELDS)}), "control")
             sources = on(resolve_sources(
                 wikipedia_dump_date=wikipedia_dump_date, cirrus_index_url=cirrus_index_url, cc100_url=cc100_url,
-                unidic_url=unidic_url), "control").after(checked)
+                unidic_url=unidic_url, vibrato_dict_url=vibrato_dict_url), "control").after(checked)
             sources.set_caching_options(False)
             # 2. Downloads, verified against the resolved size/checksum (CC-100 and UniDic below, only
             # when the recipe reads them).
@@ -297,7 +299,8 @@ def build(profile: Profile):
                            sp_model_type=sp_model_type, sp_character_coverage=sp_character_coverage,
                            sp_byte_fallback=sp_byte_fallback, sp_split_digits=sp_split_digits,
                            sp_control_symbols=sp_control_symbols, sp_user_symbols=sp_user_symbols,
-                           sp_normalization=sp_normalization, mecab_dic=mecab_dic, seed=split_seed)
+                           sp_normalization=sp_normalization, mecab_dic=mecab_dic, word_splitter=word_splitter,
+                           seed=split_seed)
 
             def selected(among, trainers):
                 return on(variants_selected(variants=variants, among=list(among), trainer=trainer,
@@ -329,7 +332,13 @@ def build(profile: Profile):
                 for t in trainers:
                     for name in (v for v in TRAINER_VARIANTS[t] if v not in MECAB_VARIANTS):
                         with dsl.If(selected([name], [t]), name=f"build-{name}-{t}"):
-                            tokenizer = on(variant_tokenizer(variant=name, **options))
+                            words = {}
+                            if name == "byte":  # vibrato's dictionary: fetches nothing unless word_splitter=vibrato
+                                vibrato = on(download_source(url=sources.outputs["vibrato_dict_url"],
+                                                             identity=sources.outputs["vibrato_dict_identity"],
+                                                             extract_member=""))
+                                words = {"vibrato_dict": vibrato.outputs["data"]}
+                            tokenizer = on(variant_tokenizer(variant=name, **options, **words))
                             if t == "torch":
                                 torch_variant_pipeline(variant=name, tokenizer=tokenizer.outputs["tokenizer"],
                                                        **stage1, **data)

@@ -142,11 +142,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         "MLM only at 30%; trains with the PyTorch trainer (issue 13)",
         seed="tohoku-nlp-hf-models.txt (bybert-jp-100m / -200m / -400m)",
         trainer="torch",
-        parameters={"variants": ["byte"], "mecab_dic": "unidic_lite", "stage1_corpus": "cc100",
-                    "masked_lm_prob": 0.30, "whole_word_masking": True, "next_sentence_prediction": False},
+        parameters={"variants": ["byte"], "mecab_dic": "unidic_lite", "word_splitter": "mecab",
+                    "stage1_corpus": "cc100", "masked_lm_prob": 0.30, "whole_word_masking": True,
+                    "next_sentence_prediction": False},
         defining=(*_OBJECTIVE, "variants"),
-        departures=("words from MeCab unidic-lite, not vibrato + bccwj-suw+unidic-cwj 3.1.1 (a download we do "
-                    "not fetch yet)", "CC-100 + Wikipedia instead of the llm-jp-corpus v3 subset"),
+        departures=("words from MeCab unidic-lite unless word_splitter=vibrato with vibrato_dict_url (the "
+                    "bccwj-suw+unidic-cwj 3.1.1 system.dic.zst from vibrato's release archive; no default URL, "
+                    "so word_splitter stays 'mecab')", "CC-100 + Wikipedia instead of the llm-jp-corpus v3 subset"),
     ),
 )}
 

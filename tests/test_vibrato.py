@@ -197,3 +197,90 @@ def test_cli_writes_a_vibrato_byte_tokenizer(dictionary, tmp_path):
                      "--word-splitter", "vibrato", "--vibrato-dict", dictionary]) == 0
     assert files.read_tokenizer_info(str(out))["word_splitter"] == "vibrato"
     assert (out / "vibrato" / "lex.csv").read_text(encoding="utf-8").startswith("東京,")
+
+
+# ---------------------------------------------------------------------------
+# Pipeline: parameters, source resolution, the optional download, the compiled DAG
+# ---------------------------------------------------------------------------
+
+def test_vibrato_parameters_are_checked_together():
+    from pipelines.parameters import merged, validate
+
+    byte = {"variants": ["byte"], "trainer": "torch", "data_format": "shards", "next_sentence_prediction": False}
+    url = "https://example.org/bccwj-suw+unidic-cwj-3_1_1/system.dic.zst"
+    validate(merged({**byte, "word_splitter": "vibrato", "vibrato_dict_url": url}), for_run=False)
+    # vibrato words with mecab_dic=none still allow whole-word masking (MeCab then only splits sentences)
+    validate(merged({**byte, "word_splitter": "vibrato", "vibrato_dict_url": url, "mecab_dic": "none"}), for_run=False)
+    for values, name in (({**byte, "word_splitter": "vibrato"}, "vibrato_dict_url"),
+                         ({**byte, "vibrato_dict_url": url}, "vibrato_dict_url"),
+                         ({"word_splitter": "vibrato", "vibrato_dict_url": url}, "word_splitter"),
+                         ({**byte, "word_splitter": "vibrato", "vibrato_dict_url": url + ".tar.xz"}, "vibrato_dict_url")):
+        with pytest.raises(BadInput, match=rf"parameter {name}="):
+            validate(merged(values), for_run=False)
+
+
+def test_sources_look_up_the_vibrato_dictionary_only_when_given(tmp_path):
+    from test_sources import _local_index
+
+    from components.download.identity import identity_of
+    from components.download.sources import resolve_sources
+
+    _local_index(tmp_path / "cirrussearch")
+    (tmp_path / "ja.txt.xz").write_bytes(b"cc")
+    (tmp_path / "unidic.zip").write_bytes(b"zip")
+    (tmp_path / "system.dic.zst").write_bytes(b"dictionary")
+    common = dict(cirrus_index_url=str(tmp_path / "cirrussearch"), cc100_url=str(tmp_path / "ja.txt.xz"),
+                  unidic_url=str(tmp_path / "unidic.zip"))
+    without = resolve_sources(**common)
+    assert without["vibrato_dict_url"] == "" and "vibrato_dict_size" not in without
+    assert identity_of(without, "vibrato_dict") == identity_of({}, "vibrato_dict")
+    got = resolve_sources(**common, vibrato_dict_url=str(tmp_path / "system.dic.zst"))
+    assert got["vibrato_dict_size"] == 10 and got["vibrato_dict_md5"]
+    with pytest.raises(BadInput, match=r"vibrato_dict_url='.*nope.dic': no such file"):
+        resolve_sources(**common, vibrato_dict_url=str(tmp_path / "nope.dic"))
+
+
+def test_bybert_compiles_with_vibrato_and_downloads_its_dictionary_only_for_the_byte_tokenizer(tmp_path):
+    import yaml
+
+    out = tmp_path / "p.yaml"
+    url = "https://example.org/system.dic.zst"
+    assert cli.main(["compile", str(out), "--profile", "local", "--recipe", "bybert", "--param", "word_splitter=vibrato",
+                     "--param", f"vibrato_dict_url={url}"]) == 0
+    spec = yaml.safe_load(out.read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["word_splitter"]["defaultValue"] == "vibrato" and params["vibrato_dict_url"]["defaultValue"] == url
+    tokenizer_inputs = spec["components"]["comp-variant-tokenizer"]["inputDefinitions"]
+    assert tokenizer_inputs["artifacts"]["vibrato_dict"]["isOptional"]
+    tasks = [t for c in spec["components"].values() for t in c.get("dag", {}).get("tasks", {}).values()]
+    takers = [t for t in tasks if "vibrato_dict" in t.get("inputs", {}).get("artifacts", {})]
+    assert takers and all(t["componentRef"]["name"].startswith("comp-variant-tokenizer") for t in takers)
+    producers = {t["inputs"]["artifacts"]["vibrato_dict"]["taskOutputArtifact"]["producerTask"] for t in takers}
+    downloads = [t for t in tasks if t["taskInfo"]["name"] in producers]
+    assert downloads and all(t["componentRef"]["name"].startswith("comp-download-source") and
+                             "vibrato_dict_identity" in str(t["inputs"]) for t in downloads)
+    assert cli.main(["compile", str(tmp_path / "d.yaml"), "--profile", "local", "--recipe", "bybert"]) == 0
+    default = yaml.safe_load((tmp_path / "d.yaml").read_text())["root"]["inputDefinitions"]["parameters"]
+    assert default["word_splitter"]["defaultValue"] == "mecab" and default["vibrato_dict_url"]["defaultValue"] == ""
+
+
+def test_the_download_step_fetches_nothing_without_a_url_and_bytes_keep_mecab_words(tmp_path):
+    import json
+
+    from kfp import dsl, local
+
+    from components.download.component import download_source
+    from components.tokenizer.component import variant_tokenizer
+
+    @dsl.pipeline(name="no-vibrato")
+    def no_vibrato():
+        dictionary = download_source(url="", identity="", extract_member="")
+        variant_tokenizer(variant="byte", mecab_dic="ipadic", vibrato_dict=dictionary.outputs["data"])
+
+    root = tmp_path / "root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    no_vibrato()
+    manifests = {p.parent.name: json.loads(p.read_text()) for p in root.rglob("manifest.json")}
+    assert manifests["data"]["files"] == [] and manifests["data"]["source_url"] == ""
+    assert manifests["tokenizer"]["stats"] == {"type": "byte", "vocab_size": 261, "word_splitter": "mecab",
+                                               "mecab_dic": "ipadic"}

@@ -11,7 +11,7 @@ FIELDS = ("size", "etag", "last_modified", "md5")
 
 
 def identity_of(resolved: dict, source: str) -> str:
-    """``resolve_sources()``'s fields for one source (wikipedia, cc100, unidic) as canonical JSON."""
+    """``resolve_sources()``'s fields for one source (wikipedia, cc100, unidic, vibrato_dict) as canonical JSON."""
     return json.dumps({k: resolved.get(f"{source}_{k}", "") for k in FIELDS}, sort_keys=True)
 
 

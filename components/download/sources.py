@@ -45,26 +45,30 @@ def cirrus_file_name(lang: str, date: str) -> str:
 
 
 def resolve_sources(*, wikipedia_dump_date: str = LATEST, cirrus_index_url: str = CIRRUS_INDEX_URL,
-                    cc100_url: str | None = None, unidic_url: str = UNIDIC_URL,
+                    cc100_url: str | None = None, unidic_url: str = UNIDIC_URL, vibrato_dict_url: str = "",
                     lang: str = "ja") -> dict:
-    """Concrete URLs and content identity for the Wikipedia, CC-100 and UniDic sources.
+    """Concrete URLs and content identity for the Wikipedia, CC-100, UniDic and vibrato dictionary sources.
 
     ``cc100_url`` defaults to the public CC-100 file for ``lang``. Each source
     ``S`` in (wikipedia, cc100, unidic) gets ``S_url``, ``S_size``, ``S_etag``,
     ``S_last_modified`` and ``S_md5`` ('' where the host gives none, size -1 when
     an HTTP host gives no length). GCS objects give their ETag, update time and
-    MD5; local files up to 64 MiB their MD5, larger ones their mtime.
+    MD5; local files up to 64 MiB their MD5, larger ones their mtime. An empty
+    ``vibrato_dict_url`` (the run splits words with MeCab) is not looked up:
+    ``vibrato_dict_url`` stays '' and its download step fetches nothing.
     """
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", lang or ""):
         raise BadInput(f"lang={lang!r}: expected a wiki language code such as 'ja'")
     cc100_url = cc100_url or CC100_URL_TEMPLATE.format(lang=lang)
     date = _checked_date(wikipedia_dump_date)
+    optional = [("vibrato_dict", vibrato_dict_url, "vibrato_dict_url")] if vibrato_dict_url else []
     with http_session() as session:
         date, wiki_url = _pick_dump(session, cirrus_index_url, date, lang)
-        result = {"wikipedia_dump_date": date, "lang": lang, "cirrus_index_url": cirrus_index_url}
+        result = {"wikipedia_dump_date": date, "lang": lang, "cirrus_index_url": cirrus_index_url,
+                  "vibrato_dict_url": vibrato_dict_url}
         for name, url, param in (("wikipedia", wiki_url, "wikipedia_dump_date"),
                                  ("cc100", cc100_url, "cc100_url"),
-                                 ("unidic", unidic_url, "unidic_url")):
+                                 ("unidic", unidic_url, "unidic_url"), *optional):
             result[f"{name}_url"] = url
             for key, value in content_identity(url, param=param, session=session).items():
                 result[f"{name}_{key}"] = value

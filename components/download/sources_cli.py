@@ -32,13 +32,16 @@ def main(argv: list[str], prog: str = "bertja resolve-sources") -> int:
                         help=f"CC-100 file (default: {CC100_URL_TEMPLATE.format(lang='LANG')})")
     parser.add_argument("--unidic-url", default=UNIDIC_URL, metavar="U",
                         help=f"UniDic source zip (default: {UNIDIC_URL})")
+    parser.add_argument("--vibrato-dict-url", default="", metavar="U",
+                        help="vibrato system dictionary (.dic or .dic.zst; default: none)")
     parser.add_argument("--lang", default="ja", help="wiki language code (default: ja)")
     parser.add_argument("--output", metavar="FILE.json", help="also write the JSON here (any URI)")
     args = parser.parse_args(argv)
     try:
         result = resolve_sources(wikipedia_dump_date=args.wikipedia_dump_date,
                                  cirrus_index_url=args.cirrus_index_url, cc100_url=args.cc100_url,
-                                 unidic_url=args.unidic_url, lang=args.lang)
+                                 unidic_url=args.unidic_url, vibrato_dict_url=args.vibrato_dict_url,
+                                 lang=args.lang)
     except TransferFailed as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
