@@ -359,3 +359,102 @@ def test_plan_overrides_take_whole_floats_as_kfp_lists_send_them():
     assert [s.seq_length for s in stages] == [64, 128, 128] and all(type(s.seq_length) is int for s in stages)
     with pytest.raises(BadInput, match="--seq-length 64.5: must be a whole number"):
         configs.plan_stages("modernbert-ja", seq_lengths=64.5)
+
+
+# ---------------------------------------------------------------------------
+# Memory-mapped shards (a corpus larger than memory)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def byte_shards(tmp_path_factory, byte_tokenizer):
+    """Two token-shard directories of real Japanese prose, as the data step writes them."""
+    from components.pretraining_data.shards import write_token_shards
+
+    root = tmp_path_factory.mktemp("byte-shards")
+    docs = ["\n".join(d) for d in corpus_documents(40)]
+    uris = []
+    for i, part in enumerate((docs[:25], docs[25:])):
+        corpus = root / f"corpus-{i}.txt"
+        corpus.write_text("\n\n".join(part) + "\n", encoding="utf-8")
+        write_token_shards(str(corpus), str(root / f"shard-{i}"), byte_tokenizer)
+        uris.append(str(root / f"shard-{i}"))
+    return uris
+
+
+def _in_memory(uris):
+    """The same shards read wholly into memory, through the in-memory constructor."""
+    from components.pretraining_data.shards import read_token_shards
+
+    pairs = [(np.array(i), np.array(w)) for u in uris for i, w in read_token_shards(u).iter_documents()]
+    return data.Documents.from_list(pairs, vocab_size=261, tokenizer_type="byte")
+
+
+def test_mapped_shards_give_the_batches_in_memory_documents_give(byte_shards):
+    import pickle
+
+    mapped = data.load_documents(byte_shards, vocab_size=261, tokenizer_type="byte")
+    memory = _in_memory(byte_shards)
+    assert isinstance(mapped.ids, data.Concatenated) and len(mapped.ids.parts) == 2
+    assert np.array_equal(mapped.offsets, memory.offsets) and len(mapped) == 40
+    boundary = int(mapped.ids.starts[1])  # a slice across the two shards, and bit offsets not on a byte
+    for a, b in ((0, 9), (boundary - 13, boundary + 5), (3, len(memory.ids)), (boundary + 1, boundary + 1)):
+        assert np.array_equal(mapped.ids[a:b], memory.ids[a:b])
+        assert np.array_equal(mapped.word_starts[a:b], memory.word_starts[a:b])
+    # a worker started by spawn gets the file names, not the corpus (a memmap would pickle its content)
+    shipped = pickle.dumps(mapped)
+    assert len(shipped) < len(mapped.ids) // 4
+    for docs in (mapped, pickle.loads(shipped)):
+        ds, ref = (data.PretrainingDataset(d, seq_length=256, packing="best-fit", mask_rate=0.3, whole_word=True,
+                                           seed=1, stage=2, epoch=3) for d in (docs, memory))
+        assert len(ds) == len(ref) > 5
+        for i in range(len(ds)):
+            got, want = ds[i], ref[i]
+            assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_loading_allocates_the_same_for_a_corpus_ten_times_larger(tmp_path):
+    """Python/numpy allocations while loading (tracemalloc; memory maps are not allocations) stay
+    flat when the tokens grow 10x at the same number of documents; reading the shards into memory
+    would allocate at least 3 bytes per token (uint16 ids, unpacked word-start bits)."""
+    import tracemalloc
+
+    from components.torch_train import bench
+
+    peaks = []
+    for tokens in (2_000_000, 20_000_000):
+        uris = bench.synthetic_shards(str(tmp_path / str(tokens)), shards=4, tokens=tokens, documents=2_000,
+                                      vocab_size=32_768)
+        tracemalloc.start()
+        docs = data.load_documents(uris, vocab_size=32_768, tokenizer_type="sentencepiece")
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert len(docs.ids) == tokens and len(docs) == 2_000
+        shutil.rmtree(tmp_path / str(tokens))
+    small, large = peaks
+    assert large < 1.5 * small + 64 * 1024, peaks
+    assert large < 0.02 * 20_000_000 * 2, peaks  # under 2% of the ids' own bytes
+
+
+def test_an_id_outside_the_vocabulary_is_refused_when_loading(tmp_path):
+    from components.torch_train import bench
+
+    (uri,) = bench.synthetic_shards(str(tmp_path), shards=1, tokens=5_000, documents=10, vocab_size=261)
+    tokens = np.load(os.path.join(uri, "tokens.npy"))
+    tokens[4_321] = 300
+    np.save(os.path.join(uri, "tokens.npy"), tokens)
+    with pytest.raises(BadInput, match=f"{uri}: token id 300 is outside the vocabulary of 261"):
+        data.load_documents([uri], vocab_size=261, tokenizer_type="sentencepiece")
+
+
+def test_gcs_shards_are_mapped_from_a_local_copy(tmp_path, byte_shards, gcs):
+    from components import storage
+
+    remote = [f"{gcs}/shards/{os.path.basename(u)}" for u in byte_shards]
+    for local, uri in zip(byte_shards, remote):
+        storage.copy_tree(local, uri)
+    spool = tmp_path / "spool"
+    mapped = data.load_documents(remote, vocab_size=261, tokenizer_type="byte", spool=str(spool))
+    memory = _in_memory(byte_shards)
+    assert all(p.path.startswith(str(spool)) for p in mapped.ids.parts)
+    assert np.array_equal(mapped.ids[0:len(memory.ids)], memory.ids)
+    assert np.array_equal(mapped.word_starts[0:len(memory.ids)], memory.word_starts)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,10 +73,6 @@ def write_token_shards(input_uri: str, output_uri: str, vocab_dir: str, *, worke
         "sentence_ends": docs.sentence_ends.astype(np.int64),
         "document_ends": docs.document_ends.astype(np.int64),
     }
-    for name, array in arrays.items():
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=False)
-        storage.write_bytes(storage.join(output_uri, f"{name}.npy"), buffer.getvalue())
     meta = {
         "format": FORMAT, "version": VERSION, "vocab_size": tokenizer.vocab_size, "dtype": dtype.name,
         "tokens": int(len(codes)), "sentences": docs.num_sentences, "documents": len(docs),
@@ -84,13 +81,25 @@ def write_token_shards(input_uri: str, output_uri: str, vocab_dir: str, *, worke
         "source": input_uri, "input_lines": read.input_lines, "lines_without_tokens": read.lines_without_tokens,
         "word_starts": int((~continuing).sum()), "seconds": round(time.monotonic() - started, 3),
     }
-    storage.write_text(storage.join(output_uri, META_FILE), json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
+    save_token_arrays(output_uri, arrays, meta)
     return meta
+
+
+def save_token_arrays(output_uri: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Writes the format's arrays (``word_starts`` already packed) and then ``meta.json``, which
+    marks the directory complete. ``write_token_shards`` uses it; so do synthetic corpora (the
+    trainer's benchmark and memory test), which have ids but no text."""
+    for name in ARRAYS:
+        buffer = io.BytesIO()
+        np.save(buffer, arrays[name], allow_pickle=False)
+        storage.write_bytes(storage.join(output_uri, f"{name}.npy"), buffer.getvalue())
+    storage.write_text(storage.join(output_uri, META_FILE), json.dumps(meta, ensure_ascii=False, indent=2) + "\n")
 
 
 @dataclass
 class TokenShards:
-    """One shard read back: the arrays of the format above (``word_starts`` unpacked to bool)."""
+    """One shard read back: the arrays of the format above (``word_starts`` unpacked to bool by
+    ``read_token_shards``, still bit-packed from ``map_token_shards``)."""
 
     meta: dict
     tokens: np.ndarray
@@ -132,18 +141,24 @@ class TokenShards:
         return [self.tokens[s:e] for s, e in zip(starts, ends)]
 
 
-def _load(uri: str, name: str) -> np.ndarray:
+def _load(uri: str, name: str, spool: str | None = None) -> np.ndarray:
+    """``name``.npy of the shard at ``uri``: memory-mapped when local; from GCS, read into memory,
+    or with ``spool`` (a local directory) copied there first and memory-mapped from the copy."""
     path = storage.join(uri, f"{name}.npy")
     try:
-        if storage.is_gcs(path):
+        if storage.is_gcs(path) and spool is None:
             return np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False)
+        if storage.is_gcs(path):
+            local = os.path.join(spool, f"{name}.npy")
+            storage.copy(path, local)
+            path = local
         return np.load(storage.local_path(path), mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
         raise BadInput(f"{path}: not a token-shards array ({e})") from e
 
 
-def read_token_shards(uri: str) -> TokenShards:
-    """Reads (memory-maps, when local) a directory ``write_token_shards`` wrote, checking it is whole."""
+def _read_checked(uri: str, spool: str | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """``meta.json`` and the arrays (``word_starts`` still bit-packed), checked against each other."""
     meta_uri = storage.join(uri, META_FILE)
     if not storage.exists(meta_uri):
         raise BadInput(f"{uri}: no {META_FILE} (not token shards, or not completely written)")
@@ -151,7 +166,7 @@ def read_token_shards(uri: str) -> TokenShards:
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise BadInput(f"{meta_uri}: format {meta.get('format')!r} version {meta.get('version')!r}; "
                        f"this reader reads {FORMAT!r} version {VERSION}")
-    arrays = {name: _load(uri, name) for name in ARRAYS}
+    arrays = {name: _load(uri, name, spool) for name in ARRAYS}
     n = int(meta["tokens"])
     tokens = arrays["tokens"]
     if len(tokens) != n or tokens.dtype != np.dtype(meta["dtype"]):
@@ -159,6 +174,29 @@ def read_token_shards(uri: str) -> TokenShards:
     if (len(arrays["sentence_ends"]) != meta["sentences"] or len(arrays["document_ends"]) != meta["documents"]
             or (n and int(arrays["sentence_ends"][-1]) != n)):
         raise BadInput(f"{uri}: sentence/document ends disagree with {META_FILE}")
-    starts = np.unpackbits(np.asarray(arrays["word_starts"]), count=n).astype(bool)
-    return TokenShards(meta=meta, tokens=tokens, word_starts=starts, sentence_ends=arrays["sentence_ends"],
+    if len(arrays["word_starts"]) != (n + 7) // 8 or arrays["word_starts"].dtype != np.uint8:
+        raise BadInput(f"{uri}: word_starts.npy holds {len(arrays['word_starts'])} {arrays['word_starts'].dtype}, "
+                       f"expected {(n + 7) // 8} uint8 (one bit per token)")
+    return meta, arrays
+
+
+def read_token_shards(uri: str) -> TokenShards:
+    """Reads (memory-maps, when local) a directory ``write_token_shards`` wrote, checking it is whole.
+    The word-start marks are unpacked into memory (one byte per token): for a whole corpus that
+    must not be in memory, ``map_token_shards``."""
+    meta, arrays = _read_checked(uri)
+    starts = np.unpackbits(np.asarray(arrays["word_starts"]), count=int(meta["tokens"])).astype(bool)
+    return TokenShards(meta=meta, tokens=arrays["tokens"], word_starts=starts, sentence_ends=arrays["sentence_ends"],
                        document_ends=arrays["document_ends"])
+
+
+def map_token_shards(uri: str, spool: str | None = None) -> TokenShards:
+    """Like ``read_token_shards``, but nothing proportional to the tokens is read into memory:
+    ``tokens`` and ``word_starts`` stay memory-mapped, and ``word_starts`` stays bit-packed
+    (``numpy.unpackbits`` the slice you need). A GCS shard is copied into the local directory
+    ``spool`` first (required for gs://: memory maps need a local file)."""
+    if storage.is_gcs(uri) and not spool:
+        raise BadInput(f"{uri}: a GCS shard is memory-mapped from a local copy; no spool directory given")
+    meta, arrays = _read_checked(uri, spool)
+    return TokenShards(meta=meta, tokens=arrays["tokens"], word_starts=arrays["word_starts"],
+                       sentence_ends=arrays["sentence_ends"], document_ends=arrays["document_ends"])

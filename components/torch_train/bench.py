@@ -34,6 +34,79 @@ def synthetic_documents(*, vocab_size: int, seq_length: int, tokens: int, seed: 
                                     vocab_size=vocab_size)
 
 
+def synthetic_shards(root: str, *, shards: int, tokens: int, documents: int, vocab_size: int = 32_768,
+                     sentence_length: int = 64, seed: int = 0) -> list[str]:
+    """``shards`` token-shard directories under ``root`` holding ``tokens`` random ids in all, in
+    ``documents`` documents of equal length (so a 10x corpus can keep its document count, and
+    what grows is tokens alone), sentences of ``sentence_length``. Returns their paths."""
+    from components.pretraining_data import shards as shard_format
+
+    rng = np.random.default_rng(seed)
+    dtype = shard_format.token_dtype(vocab_size)
+    uris = []
+    for k in range(shards):
+        n_docs = documents // shards + (k < documents % shards)
+        doc_len = max(1, tokens // documents)
+        n = n_docs * doc_len
+        ids = rng.integers(data.FIRST_ORDINARY_ID, vocab_size, n, dtype=dtype)
+        per_doc = np.arange(sentence_length, doc_len, sentence_length)
+        sentence_ends = (np.arange(n_docs)[:, None] * doc_len + np.append(per_doc, doc_len)[None, :]).ravel()
+        document_ends = np.arange(1, n_docs + 1) * (len(per_doc) + 1)
+        arrays = {"tokens": ids, "word_starts": np.packbits(rng.random(n) < 0.5),
+                  "sentence_ends": sentence_ends.astype(np.int64), "document_ends": document_ends.astype(np.int64)}
+        meta = {"format": shard_format.FORMAT, "version": shard_format.VERSION, "vocab_size": vocab_size,
+                "dtype": dtype.name, "tokens": n, "sentences": len(sentence_ends), "documents": n_docs,
+                "tokenizer": {"type": "sentencepiece", "word_splitter": "none"}, "source": "synthetic"}
+        uri = os.path.join(root, f"shard-{k:05d}")
+        shard_format.save_token_arrays(uri, arrays, meta)
+        uris.append(uri)
+    return uris
+
+
+# Run in a fresh interpreter, so its peak RSS is the load's (this process has the trainer's).
+# VmHWM, not ru_maxrss: Linux carries the parent's high-water mark into a forked child's maxrss.
+_LOAD_PROBE = """
+import json, sys, time
+
+def hwm_kib():
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM:")).split()[1])
+
+from components.torch_train import data
+before = hwm_kib()
+started = time.perf_counter()
+docs = data.load_documents(sys.argv[2:], vocab_size=int(sys.argv[1]), tokenizer_type="sentencepiece")
+seconds = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "documents": len(docs), "tokens": len(docs.ids), "before_kib": before,
+                  "peak_kib": hwm_kib()}))
+"""
+
+
+def load_footprint(uris: list[str], vocab_size: int) -> dict:
+    """Seconds and peak RSS of ``data.load_documents`` over ``uris`` in a fresh process."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", _LOAD_PROBE, str(vocab_size), *uris], capture_output=True, text=True,
+                         check=True, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    return json.loads(out.stdout)
+
+
+def load_rows(tokens: int, *, shards: int = 8, documents: int = 20_000) -> dict:
+    """Report rows: loading ``tokens/10`` and ``tokens`` synthetic tokens (same documents)."""
+    rows = {}
+    for n in (tokens // 10, tokens):
+        with tempfile.TemporaryDirectory(prefix="bertja-bench-load-") as tmp:
+            got = load_footprint(synthetic_shards(tmp, shards=shards, tokens=n, documents=documents), 32_768)
+        label = f"load {got['tokens'] / 1e6:.0f}M tokens ({got['tokens'] * 2 / 2**20:.0f} MiB ids, {shards} shards)"
+        rows[f"{label}: s"] = got["seconds"]
+        rows[f"{label}: peak RSS (fresh process; before load)"] = (
+            f"{gib(got['peak_kib'] * 1024)} ({gib(got['before_kib'] * 1024)})")
+    return rows
+
+
 def _hf_trainer_step_seconds(arch, documents, *, seq_length, micro_batch, accumulation, steps, lr, seed) -> float:
     """Median seconds per optimizer step of transformers.Trainer on our packed, masked batches."""
     import torch
@@ -82,6 +155,9 @@ def main(argv: list[str], prog: str = "bertja bench train-torch") -> int:
     parser.add_argument("--micro-batch-size", type=int, default=2)
     parser.add_argument("--accumulation", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--load-tokens", type=int, default=20_000_000,
+                        help="also time loading a synthetic shard set of this many tokens and of a tenth of it "
+                             "(memory-mapped: peak RSS should not grow); 0 skips (default 20M)")
     args = parser.parse_args(argv)
 
     from components.torch_train import trainer
@@ -118,6 +194,7 @@ def main(argv: list[str], prog: str = "bertja bench train-torch") -> int:
         "final loss": stage["loss"],
         "wall s (ours, incl. build)": wall,
         "peak RSS (after ours)": gib(peak),
+        **(load_rows(args.load_tokens) if args.load_tokens > 0 else {}),
     })
     return 0
 

@@ -16,10 +16,12 @@ DataLoader's pipes, O(L^2) only where the attention runs.
 from __future__ import annotations
 
 import bisect
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from components import storage
 from components.errors import BadInput
 from components.tokenizer import files as tokenizer_files
 
@@ -33,8 +35,11 @@ IGNORE_INDEX = -100
 class Documents:
     """All documents of a stage, concatenated: ``ids[offsets[d]:offsets[d+1]]`` is document ``d``."""
 
-    ids: np.ndarray  # unsigned or int32 token ids (the shards' dtype when read from shards)
-    word_starts: np.ndarray  # bool; all True when the tokenizer has no word splitter
+    # Token ids and word-start marks (bool; all True when the tokenizer has no word splitter):
+    # arrays in memory (``from_list``), or memory-mapped shards (``load_documents``: only
+    # contiguous slices, ``[a:b]``, which is all packing and the dataset take).
+    ids: np.ndarray | Concatenated  # unsigned or int32 (the shards' dtype when read from shards)
+    word_starts: np.ndarray | Concatenated
     offsets: np.ndarray  # int64, len = documents + 1
     vocab_size: int
     tokenizer_type: str = ""
@@ -75,30 +80,141 @@ class Documents:
         return np.diff(self.offsets)
 
 
-def load_documents(uris: list[str], *, vocab_size: int, tokenizer_type: str) -> Documents:
+class MappedArray:
+    """A ``.npy`` file, memory-mapped on first use: slices read only the pages they cover.
+
+    Pickles as its path, so DataLoader workers started by spawn or forkserver map the file
+    again rather than receive a copy (``numpy.memmap`` pickles its whole content).
+    ``packed_bits``: the file is ``numpy.packbits`` output and this array is its first
+    ``packed_bits`` bits, as bool.
+    """
+
+    def __init__(self, path: str, packed_bits: int | None = None):
+        self.path, self.packed_bits = path, packed_bits
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        return self._array
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(bool) if self.packed_bits is not None else self.array.dtype
+
+    def __len__(self) -> int:
+        return self.packed_bits if self.packed_bits is not None else len(self.array)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise IndexError("MappedArray takes contiguous slices only")
+        stop = max(start, stop)
+        if self.packed_bits is None:
+            return np.asarray(self.array[start:stop])
+        bits = np.unpackbits(self.array[start // 8:(stop + 7) // 8])
+        return bits[start % 8:start % 8 + stop - start].astype(bool)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "packed_bits": self.packed_bits, "_array": None}
+
+
+class Concatenated:
+    """Arrays end to end, read by contiguous slices (a slice within one part reads only that part)."""
+
+    def __init__(self, parts: list):
+        self.parts = [p for p in parts if len(p)]
+        self.starts = np.zeros(len(self.parts) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in self.parts], out=self.starts[1:])
+        self.dtype = self.parts[0].dtype if self.parts else np.dtype(np.int32)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise IndexError("Concatenated takes contiguous slices only")
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        pieces = []
+        while start < stop:
+            a = int(self.starts[first])
+            b = min(stop, int(self.starts[first + 1]))
+            pieces.append(self.parts[first][start - a:b - a])
+            start, first = b, first + 1
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate(pieces) if pieces else np.zeros(0, self.dtype)
+
+
+def _check_ids(mapped: MappedArray, vocab_size: int, where: str, chunk: int = 1 << 18) -> None:
+    """Every id below ``vocab_size``, read with plain file reads into one small buffer: the pages
+    pass through the page cache, never into this process's memory maps (RSS stays flat)."""
+    array = mapped.array
+    if array.dtype.itemsize <= 2 and vocab_size >= 1 << (8 * array.dtype.itemsize):
+        return  # the dtype cannot hold an id outside the vocabulary
+    buffer = np.empty(min(chunk, len(array)), dtype=array.dtype)
+    with open(mapped.path, "rb") as f:
+        f.seek(array.offset)
+        done = 0
+        while done < len(array):
+            n = f.readinto(memoryview(buffer[:min(chunk, len(array) - done)]).cast("B")) // array.dtype.itemsize
+            if not n:
+                raise BadInput(f"{where}: tokens.npy ends after {done} of {len(array)} ids")
+            top = int(buffer[:n].max())
+            if top >= vocab_size:
+                raise BadInput(f"{where}: token id {top} is outside the vocabulary of {vocab_size}")
+            done += n
+
+
+def load_documents(uris: list[str], *, vocab_size: int, tokenizer_type: str, spool: str | None = None) -> Documents:
     """The documents of the tokenized shards at ``uris`` (``pretraining_data.shards`` directories),
-    refusing a shard made with another tokenizer (vocabulary size or type)."""
+    refusing a shard made with another tokenizer (vocabulary size or type, or an id outside it).
+
+    Token ids and word-start bits stay memory-mapped (``MappedArray``; the bits still packed), so
+    memory grows with the number of documents (8 bytes each, for the offsets), not with tokens:
+    a CC-100-sized corpus loads in the memory of its document table. Shards on GCS are copied into
+    ``spool`` (default: a temporary directory removed at exit) and mapped from there.
+    """
     from components.pretraining_data import shards
 
     ids, starts, lengths = [], [], []
-    for uri in uris:
-        shard = shards.read_token_shards(uri)
+    for i, uri in enumerate(uris):
+        shard_spool = None
+        if storage.is_gcs(uri):
+            shard_spool = os.path.join(spool or _spool_dir(), f"shard-{i:05d}")
+            os.makedirs(shard_spool, exist_ok=True)
+        shard = shards.map_token_shards(uri, spool=shard_spool)
         if shard.vocab_size != int(vocab_size) or (tokenizer_type and shard.tokenizer_type != tokenizer_type):
             raise BadInput(f"{uri}: shard made with a {shard.tokenizer_type} tokenizer of {shard.vocab_size} tokens, "
                            f"this tokenizer is {tokenizer_type} with {vocab_size} (shards of another tokenizer?)")
         doc_ends = np.asarray(shard.sentence_ends)[np.asarray(shard.document_ends) - 1] if len(shard) else []
         lengths.append(np.diff(np.concatenate([[0], doc_ends])).astype(np.int64))
-        ids.append(np.asarray(shard.tokens))  # kept as stored (uint16 below 65,536 pieces): the corpus is in memory
-        starts.append(shard.word_starts)
+        tokens = MappedArray(shard.tokens.filename)
+        _check_ids(tokens, int(vocab_size), uri)
+        ids.append(tokens)
+        starts.append(MappedArray(shard.word_starts.filename, packed_bits=len(tokens)))
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     keep = lengths > 0
     offsets = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
     np.cumsum(lengths[keep], out=offsets[1:])
-    all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
-    if len(all_ids) and int(all_ids.max()) >= vocab_size:
-        raise BadInput(f"{', '.join(uris)}: token id {int(all_ids.max())} is outside the vocabulary of {vocab_size}")
-    return Documents(all_ids, np.concatenate(starts) if starts else np.zeros(0, bool), offsets, int(vocab_size),
-                     tokenizer_type)
+    return Documents(Concatenated(ids), Concatenated(starts), offsets, int(vocab_size), tokenizer_type)
+
+
+_SPOOL: list[str] = []
+
+
+def _spool_dir() -> str:
+    """One temporary directory per process for local copies of GCS shards, removed at exit."""
+    if not _SPOOL:
+        import atexit
+        import shutil
+        import tempfile
+
+        _SPOOL.append(tempfile.mkdtemp(prefix="bertja-shards-"))
+        atexit.register(shutil.rmtree, _SPOOL[0], ignore_errors=True)
+    return _SPOOL[0]
 
 
 # ---------------------------------------------------------------------------
