@@ -90,18 +90,27 @@ def recipes_text() -> str:
 # Local run (kfp.local)
 # ---------------------------------------------------------------------------
 
+class PipelineFailed(RuntimeError):
+    """A task of the local run failed; its log tail has been shown and the full logs are in a file."""
+
+
 def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local", overrides: dict | None = None,
-              enable_caching: bool = True, runner: str = "subprocess", recipe: str = recipes.DEFAULT) -> dict:
+              enable_caching: bool = True, runner: str = "subprocess", recipe: str = recipes.DEFAULT,
+              out=None) -> dict:
     """Runs the whole DAG with kfp.local: ``subprocess`` in this environment, or ``docker``, each
     step in the image the compiled pipeline names, confined as a pod is (see ``docker_runner``).
 
+    ``out`` (default stdout) gets the log file's path and one line per task as it finishes;
+    kfp.local's own output goes to ``OUTPUT/logs/run-*.log`` (``pipelines.local_run``).
     Models are published to ``OUTPUT/models/`` (unless ``release_uri`` is given),
     so a run served entirely from the cache still points at them.
     """
     from kfp import local
 
+    from pipelines import local_run
     from pipelines.pretraining import build
 
+    out = out if out is not None else sys.stdout
     output_dir = os.path.abspath(output_dir)
     overrides = dict(overrides or {})
     overrides.setdefault("release_uri", os.path.join(output_dir, "models"))
@@ -113,16 +122,31 @@ def run_local(output_dir: str = DEFAULT_LOCAL_OUTPUT, profile_name: str = "local
     task_runner = docker_runner(root) if runner == "docker" else local.SubprocessRunner(use_venv=False)
     local.init(runner=task_runner, pipeline_root=root,
                enable_caching=enable_caching, cache_root=os.path.join(output_dir, "cache"))
+    log_path = os.path.join(output_dir, "logs", f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    print(f"executor logs: {log_path}", file=out, flush=True)
     start = time.monotonic()
     saved_print = builtins.print
+    records: list = []
     try:
-        build(profiles.get(profile_name))(**values)
+        with local_run.capture(log_path, records,
+                               on_task=lambda r: print(local_run.task_line(r), file=out, flush=True)):
+            build(profiles.get(profile_name))(**values)
+    except Exception as e:
+        failed = [r for r in records if not r.ok]
+        if not failed:  # not a task's failure (bad input, a bug): its own message or traceback
+            print(f"the run stopped before a task failed; executor logs: {log_path}", file=out, flush=True)
+            raise
+        for r in failed:
+            print(f"\n--- {r.name}: last {local_run.TAIL_LINES} log lines ---", file=out)
+            print("\n".join(r.tail()), file=out)
+        raise PipelineFailed(f"task {', '.join(r.name for r in failed)} failed; full executor logs: {log_path}") from e
     finally:
         # kfp.local indents task logs by swapping builtins.print; with tasks in threads it can leave
         # the swap behind, which would indent everything printed after the run.
         builtins.print = saved_print
     seconds = time.monotonic() - start
-    return {"seconds": seconds, "models": published_models(values), "output_dir": output_dir}
+    return {"seconds": seconds, "models": published_models(values), "output_dir": output_dir, "log": log_path,
+            "tasks": records}
 
 
 POD_UID = 10001  # the images' USER, which the chart's pods run as (runAsNonRoot)
@@ -159,20 +183,16 @@ def docker_runner(pipeline_root: str):
 
 
 def published_models(values: dict) -> list[dict]:
-    """The model directories this run's parameters publish to (see ``publish_model``); for a
-    PyTorch-trainer recipe, its tokenizer and shard list with the message why training did not run."""
+    """The model directories this run's parameters publish to (see ``publish_model``), whichever
+    trainer made them."""
     from components import storage
-    from components.publish.naming import data_release_name, releases_of
+    from components.publish.naming import releases_of
 
     root = storage.local_path(values["release_uri"])
     names = os.listdir(root) if os.path.isdir(root) else []
     found = []
     date = values["wikipedia_dump_date"]
     for variant in values["variants"]:
-        if values["trainer"] == "torch":
-            pattern = re.escape(data_release_name(values["model_size"], variant, "DATE")).replace("DATE", r"(\d{8})")
-            found.append(_torch_data(root, names, pattern, variant, explicit_date=date if date != "latest" else None))
-            continue
         releases = releases_of(names, values["model_size"], variant)
         if date != "latest":  # an explicit dump; "latest" is the newest one published
             releases = [r for r in releases if r.endswith(f"-{date}")]
@@ -181,23 +201,6 @@ def published_models(values: dict) -> list[dict]:
                            "(deleted while the cache was kept? run again with --no-cache)")
         found.append({"variant": variant, "model_dir": os.path.join(root, releases[-1])})
     return found
-
-
-def _torch_data(root: str, names: list[str], pattern: str, variant: str, explicit_date: str | None) -> dict:
-    from components.train.handoff import HANDOFF_FILE
-
-    matches = sorted((m.group(1), n) for n in names if (m := re.fullmatch(pattern, n)))
-    if explicit_date:
-        matches = [(d, n) for d, n in matches if d == explicit_date]
-    if not matches:
-        raise BadInput(f"no {variant} tokenizer and shards under {root} (deleted while the cache was kept? run "
-                       "again with --no-cache)")
-    data_dir = os.path.join(root, matches[-1][1])
-    with open(os.path.join(data_dir, HANDOFF_FILE), encoding="utf-8") as f:
-        handoff = json.load(f)
-    return {"variant": variant, "data_dir": data_dir, "tokenizer_dir": os.path.join(data_dir, "tokenizer"),
-            "shards": {corpus: len(items) for corpus, items in handoff["shards"].items()},
-            "message": handoff["message"]}
 
 
 def fill_mask(model_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> list[dict]:
@@ -210,6 +213,56 @@ def fill_mask(model_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> li
     hf_logging.disable_progress_bar()
     fill = pipeline("fill-mask", model=model_dir, tokenizer=model_dir, device="cpu")
     return [{"token": r["token_str"], "score": round(float(r["score"]), 4)} for r in fill(text, top_k=top_k)]
+
+
+def cached_fill_mask(model_dir: str, cache_dir: str, text: str = FILL_MASK_QUERY, top_k: int = 5) -> tuple[list, bool]:
+    """``fill_mask``, answered from ``cache_dir`` when the model's files are the ones it was asked
+    of (names, sizes, modification times; a release is written once and renamed into place), so a
+    run served from the cache does not pay ~3 s of torch and transformers to repeat the answer.
+    Returns (answers, whether they came from the cache)."""
+    import hashlib
+    from importlib.metadata import version
+
+    transformers_version = version("transformers")  # from the installed metadata: importing it costs 0.7 s
+
+    files = sorted((name, os.stat(os.path.join(model_dir, name))) for name in os.listdir(model_dir))
+    key = hashlib.sha256(json.dumps([os.path.abspath(model_dir), text, top_k, transformers_version,
+                                     [(n, st.st_size, st.st_mtime_ns) for n, st in files]]).encode()).hexdigest()
+    path = os.path.join(cache_dir, f"{key}.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f), True
+    answers = fill_mask(model_dir, text, top_k)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(answers, f, ensure_ascii=False)
+    os.replace(tmp, path)
+    return answers, False
+
+
+def run_summary(result: dict, fill_mask_cache: str) -> str:
+    """The end of ``bertja run --local``: time, tasks ran/cached, each model with a fill-mask
+    answer (or a PyTorch-trainer recipe's hand-off), the run's metrics table."""
+    from pipelines import local_run
+
+    tasks = result["tasks"]
+    ran = sum(r.ran for r in tasks)
+    lines = [f"\npipeline finished in {result['seconds']:.1f}s",
+             f"{len(tasks)} tasks: {ran} ran, {len(tasks) - ran} cached; full logs in {result['log']}"]
+    for m in result["models"]:
+        if "model_dir" not in m:  # a PyTorch-trainer recipe (issue 13)
+            lines.append(f"{m['message']}\ntokenizer ({m['variant']}): {m['tokenizer_dir']}\n"
+                         f"token shards: {m['shards']} (listed in {m['data_dir']})")
+            continue
+        lines.append(f"Hugging Face model ({m['variant']}): {m['model_dir']}")
+        answers, cached = cached_fill_mask(m["model_dir"], fill_mask_cache)
+        lines.append(f"fill-mask {FILL_MASK_QUERY!r}: " + ", ".join(f"{r['token']} ({r['score']:.3f})" for r in answers)
+                     + (" (cached: same model files)" if cached else ""))
+    table = local_run.metrics_table(tasks)
+    if table:
+        lines += ["", table]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -410,17 +463,13 @@ def main(argv: list[str], prog: str, command: str) -> int:
         p.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess",
                        help="docker: each step in its image as a pod runs it (build them first: make images-offline)")
         a = p.parse_args(argv)
-        result = run_local(a.output, a.profile, parse_params(a.param), enable_caching=not a.no_cache,
-                           runner=a.runner, recipe=a.recipe or recipes.DEFAULT)
-        print(f"\npipeline finished in {result['seconds']:.1f}s")
-        for m in result["models"]:
-            if "model_dir" not in m:  # a PyTorch-trainer recipe (issue 13)
-                print(f"{m['message']}\ntokenizer ({m['variant']}): {m['tokenizer_dir']}\n"
-                      f"token shards: {m['shards']} (listed in {m['data_dir']})")
-                continue
-            print(f"Hugging Face model ({m['variant']}): {m['model_dir']}")
-            answers = fill_mask(m["model_dir"])
-            print(f"fill-mask {FILL_MASK_QUERY!r}: " + ", ".join(f"{r['token']} ({r['score']:.3f})" for r in answers))
+        try:
+            result = run_local(a.output, a.profile, parse_params(a.param), enable_caching=not a.no_cache,
+                               runner=a.runner, recipe=a.recipe or recipes.DEFAULT)
+        except PipelineFailed as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 1
+        print(run_summary(result, os.path.join(result["output_dir"], "cache", "fill-mask")))
         return 0
     _add_pipeline_source(p)
     try:

@@ -164,7 +164,9 @@ def _run_local_in_docker(out: Path) -> tuple[float, str]:
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
     (seconds,) = [float(line.split()[-1].rstrip("s")) for line in result.stdout.splitlines()
                   if line.startswith("pipeline finished in")]
-    return seconds, result.stdout
+    # kfp.local's own lines ("Found image ...") are in the executor log file the run names first
+    (log,) = [line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("executor logs: ")]
+    return seconds, result.stdout + Path(log).read_text(encoding="utf-8")
 
 
 def test_the_local_pipeline_runs_in_the_images_and_the_rerun_is_cached(built, tmp_path):
