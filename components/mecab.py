@@ -106,10 +106,11 @@ class WordSplitter:
         text = unicodedata.normalize("NFKC", text)
         if text.isprintable():
             # The only whitespace is ASCII space, which never occurs in a surface
-            # (so no word is empty or blank).
-            words = self._tagger.parse(text).split()
-        else:
-            words = [s for s in (w.surface for w in self._tagger(text)) if s and not s.isspace()]
+            # (so no word is empty or blank). Lowercasing never makes or removes
+            # whitespace, so the whole line is lowercased at once (one call, not one per word).
+            parsed = self._tagger.parse(text)
+            return (parsed.lower() if self.do_lower_case else parsed).split()
+        words = [s for s in (w.surface for w in self._tagger(text)) if s and not s.isspace()]
         if self.do_lower_case:
             words = [w.lower() for w in words]
         return words

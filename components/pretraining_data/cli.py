@@ -18,6 +18,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    "(plain, .gz or .xz; local path, file:// or gs://)")
     p.add_argument("output", metavar="OUTPUT", help="a .tfrecord.gz path, or with --num-output-files K > 1 "
                    "a prefix: STEM-0000i-of-0000K.tfrecord.gz")
+    p.add_argument("--words", action="store_true", help="INPUT is the shard's word-split file from "
+                   "'bertja split-words' (wordpiece/character tokenizers): MeCab does not run, output is the same")
     p.add_argument("--vocab-dir", required=True, help="tokenizer directory (any type: bertja_tokenizer.json "
                    "says how it splits words)")
     p.add_argument("--format", default="tfrecord", choices=("tfrecord", "shards"),
@@ -47,7 +49,8 @@ def main(argv: list[str], prog: str = "bertja pretraining-data") -> int:
     if args.format == "shards":
         from components.pretraining_data.shards import write_token_shards
 
-        meta = write_token_shards(args.input, args.output, args.vocab_dir, workers=args.workers)
+        meta = write_token_shards(args.input, args.output, args.vocab_dir, workers=args.workers,
+                                  words=args.words)
         print(json.dumps({**meta, "output": args.output}, ensure_ascii=False, indent=2))
         return 0
     summary = create_pretraining_data(
@@ -56,6 +59,6 @@ def main(argv: list[str], prog: str = "bertja pretraining-data") -> int:
         masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob, seed=args.seed,
         do_lower_case=args.do_lower_case, workers=args.workers, num_output_files=args.num_output_files,
         shuffle_buffer=args.shuffle_buffer, whole_word_masking=args.whole_word_masking,
-        next_sentence_prediction=args.next_sentence_prediction)
+        next_sentence_prediction=args.next_sentence_prediction, words=args.words)
     print(json.dumps({**summary, "summary": summary_uri(args.output)}, ensure_ascii=False, indent=2))
     return 0

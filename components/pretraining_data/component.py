@@ -13,12 +13,13 @@ def pretraining_data(shards: Input[Dataset], shard: str, tokenizer: Input[Model]
                      max_predictions: int, dupe_factor: int, masked_lm_prob: float, short_seq_prob: float,
                      base_seed: int, examples: Output[Dataset], stats: Output[Metrics], samples: Output[Markdown],
                      whole_word_masking: bool = True, next_sentence_prediction: bool = True,
-                     data_format: str = "tfrecord"):
+                     data_format: str = "tfrecord", words: Input[Dataset] = None):
     """One shard -> GZIP TFRecords (Model Garden v2 features) + a JSON summary, or (``data_format``
     "shards") the shard's token shards for the PyTorch trainer (unmasked; masking parameters unused).
 
     The seed is derived from the base seed and the shard's name, so shards differ
-    and a re-run of the same shard is byte-identical.
+    and a re-run of the same shard is byte-identical. ``words``: the shards' word-split
+    files (``split_words``, wordpiece/character): MeCab does not run again; same output.
     """
     from components import artifacts, reports, storage
     from components.errors import BadInput
@@ -26,13 +27,17 @@ def pretraining_data(shards: Input[Dataset], shard: str, tokenizer: Input[Model]
     from components.pretraining_data.preview import preview_markdown, shards_markdown
     from components.pretraining_data.shards import write_token_shards
     from components.resources import available_cpus
+    from components.words.split import WORDS_SUFFIX
 
     root = artifacts.data_root(examples.uri, examples.path)
-    source = artifacts.resolve(shards.uri, shards.path, shard)
+    use_words = words is not None
+    source = (artifacts.resolve(words.uri, words.path, shard + WORDS_SUFFIX) if use_words
+              else artifacts.resolve(shards.uri, shards.path, shard))
     vocab_dir = artifacts.data_root(tokenizer.uri, tokenizer.path)
     if data_format == "shards":
         name = "tokens"
-        summary = write_token_shards(source, storage.join(root, name), vocab_dir, workers=available_cpus())
+        summary = write_token_shards(source, storage.join(root, name), vocab_dir, workers=available_cpus(),
+                                     words=use_words)
         artifacts.write_manifest(examples.path, {"files": [name], "format": "shards", "shard": shard,
                                                  "stats": summary})
         examples.metadata.update({"shard": shard, "format": "shards", "tokens": summary["tokens"]})
@@ -48,7 +53,8 @@ def pretraining_data(shards: Input[Dataset], shard: str, tokenizer: Input[Model]
         max_seq_length=int(max_seq_length), max_predictions=int(max_predictions), dupe_factor=int(dupe_factor),
         masked_lm_prob=float(masked_lm_prob), short_seq_prob=float(short_seq_prob),
         seed=shard_seed(int(base_seed), shard), workers=available_cpus(),
-        whole_word_masking=bool(whole_word_masking), next_sentence_prediction=bool(next_sentence_prediction))
+        whole_word_masking=bool(whole_word_masking), next_sentence_prediction=bool(next_sentence_prediction),
+        words=use_words)
     artifacts.write_manifest(examples.path, {"files": [name], "shard": shard, "max_seq_length": int(max_seq_length),
                                              "max_predictions": int(max_predictions), "stats": summary})
     examples.metadata.update({"shard": shard, "instances": summary.get("instances")})

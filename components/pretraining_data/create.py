@@ -122,7 +122,7 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
                             short_seq_prob: float = 0.1, seed: int = 12345, do_lower_case: bool | None = None,
                             workers: int = 1, num_output_files: int = 1,
                             shuffle_buffer: int = SHUFFLE_BUFFER, whole_word_masking: bool = True,
-                            next_sentence_prediction: bool = True) -> dict:
+                            next_sentence_prediction: bool = True, words: bool = False) -> dict:
     """Writes the shard's instances as GZIP TFRecords (v2 feature names) and returns the summary.
 
     ``do_lower_case=None`` takes it from the vocab dir's tokenizer_config.json.
@@ -130,6 +130,8 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
     ``next_sentence_labels``). Words for whole-word masking come from the
     tokenizer directory (``bertja_tokenizer.json``); without a word splitter,
     or with ``whole_word_masking=False``, tokens are masked one by one.
+    ``words``: ``input_uri`` is the shard's word-split file (``bertja split-words``):
+    no MeCab here, and the same bytes out as from the text.
     The summary is also written to ``summary_uri(output_uri)``. The same inputs
     and seed give byte-identical files, whatever ``workers`` is.
     """
@@ -150,7 +152,7 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
     storage.check_outputs([input_uri, vocab_dir], files=[*outputs, summary_uri(output_uri)])
     tokenizer = load_tokenizer(vocab_dir, do_lower_case)
 
-    docs, read = read_documents(input_uri, tokenizer, workers=workers)
+    docs, read = read_documents(input_uri, tokenizer, workers=workers, words=words)
     tokenized = time.monotonic()
     if not len(docs):
         raise BadInput(f"{input_uri}: no sentences with tokens ({read.input_lines} lines read); "
@@ -186,6 +188,7 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
     n_instances, n_tokens, n_masked, n_random = (int(x) for x in totals)
     summary = {
         "input": input_uri,
+        "input_words": bool(words),
         "outputs": outputs,
         "output_instances": output_instances,
         "instances": n_instances,

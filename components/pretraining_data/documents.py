@@ -16,10 +16,11 @@ import numpy as np
 
 from components import storage
 from components.parallel import ordered_map
+from components.errors import BadInput
 from components.pretraining_data.tokenization import PieceTokenizer
 from components.progress import Progress
+from components.words.split import NO_WORDS, check_words_file, meta_uri, raw_chunks
 
-CHUNK_LINES = 2000
 BLANK = -1  # the per-line marker of a blank line in a tokenized chunk
 
 
@@ -61,52 +62,66 @@ def _set_tokenizer(tokenizer: PieceTokenizer) -> None:
     _TOKENIZER = tokenizer
 
 
-def _tokenize_chunk(chunk: tuple[str, int, list[bytes]]) -> tuple[bytes, bytes]:
-    """Codes of a chunk's lines, and one count (or BLANK) per line; bad UTF-8 is bad input."""
-    uri, first_lineno, lines = chunk
+def _decode_chunk(uri: str, first_lineno: int, lines: list[bytes]) -> list[str]:
+    """The chunk's lines as text (one decode for all); bad UTF-8 is bad input naming its line."""
+    try:
+        text = b"".join(lines).decode("utf-8")
+    except UnicodeDecodeError:
+        for lineno, raw in enumerate(lines, first_lineno):
+            storage.decode_line(uri, lineno, raw)
+        raise
+    decoded = text.split("\n")
+    if not lines[-1].endswith(b"\n"):
+        decoded.append("")  # the same count either way: the last item below is the split's tail
+    return decoded[:-1]
+
+
+def _tokenize_chunk(chunk: tuple[str, int, list[bytes], bool]) -> tuple[bytes, bytes]:
+    """Codes of a chunk's lines, and one count (or BLANK) per line.
+
+    Lines are text, or with ``words`` lines of a word-split file (``components.words``).
+    """
+    uri, first_lineno, lines, words = chunk
     tokenizer = _TOKENIZER
     codes = array.array(np.dtype(tokenizer.dtype).char)
     counts = array.array("i")
-    for lineno, raw in enumerate(lines, first_lineno):
-        line = storage.decode_line(uri, lineno, raw).strip()
-        if not line:
-            counts.append(BLANK)
-            continue
-        counts.append(tokenizer.extend_codes(codes, line))
+    if words:
+        extend = tokenizer.extend_words_line
+        for line in _decode_chunk(uri, first_lineno, lines):
+            if not line:
+                counts.append(BLANK)
+            else:  # NO_WORDS (a line with no words) gives no tokens
+                counts.append(extend(codes, line) if line != NO_WORDS else 0)
+        return codes.tobytes(), counts.tobytes()
+    extend = tokenizer.extend_codes
+    for line in _decode_chunk(uri, first_lineno, lines):
+        line = line.strip()
+        counts.append(extend(codes, line) if line else BLANK)
     return codes.tobytes(), counts.tobytes()
 
 
-def _chunks(input_uri: str, progress: Progress) -> Iterator[tuple[str, int, list[bytes]]]:
-    """``(uri, first line number, raw lines)``: the worker names a bad line exactly."""
-    with storage.open_read(input_uri) as f:
-        chunk: list[bytes] = []
-        first = 1
-        for lineno, raw in enumerate(f, 1):
-            if not chunk:
-                first = lineno
-            chunk.append(raw)
-            if len(chunk) >= CHUNK_LINES:
-                progress.add(len(chunk))
-                yield input_uri, first, chunk
-                chunk = []
-        if chunk:
-            progress.add(len(chunk))
-            yield input_uri, first, chunk
+def _chunks(input_uri: str, progress: Progress, words: bool) -> Iterator[tuple[str, int, list[bytes], bool]]:
+    return ((uri, first, chunk, words) for uri, first, chunk in raw_chunks(input_uri, progress))
 
 
-def read_documents(input_uri: str, tokenizer: PieceTokenizer, *, workers: int = 1) -> tuple[Documents, ReadStats]:
+def read_documents(input_uri: str, tokenizer: PieceTokenizer, *, workers: int = 1,
+                   words: bool = False) -> tuple[Documents, ReadStats]:
     """Reads and tokenizes a corpus shard (sentence per line, blank line between documents).
 
     A line that is not valid UTF-8 is bad input naming the line (as in every
     other step); lines that give no tokens are skipped like the reference does.
+    ``words``: ``input_uri`` is the shard's word-split file (``bertja split-words``),
+    checked against the tokenizer; MeCab does not run, the codes are the same.
     """
+    if words:
+        expected = check_words_file(input_uri, tokenizer)
     codes = array.array(np.dtype(tokenizer.dtype).char)
     sentence_ends = array.array("q")
     document_ends = array.array("q")
     stats = ReadStats()
     open_document = False
     progress = Progress("pretraining-data: tokenized", "lines")
-    for chunk_codes, chunk_counts in ordered_map(_tokenize_chunk, _chunks(input_uri, progress), workers=workers,
+    for chunk_codes, chunk_counts in ordered_map(_tokenize_chunk, _chunks(input_uri, progress, words), workers=workers,
                                                  initializer=_set_tokenizer, initargs=(tokenizer,)):
         end = len(codes)
         codes.frombytes(chunk_codes)
@@ -127,6 +142,9 @@ def read_documents(input_uri: str, tokenizer: PieceTokenizer, *, workers: int = 
     if open_document:
         document_ends.append(len(sentence_ends))
     progress.done()
+    if words and stats.input_lines != expected:
+        raise BadInput(f"{input_uri}: {stats.input_lines} lines, its {storage.basename(meta_uri(input_uri))} "
+                       f"says {expected} (not the file split-words wrote)")
     docs = Documents(
         codes=np.frombuffer(codes, dtype=tokenizer.dtype) if codes else np.zeros(0, tokenizer.dtype),
         sentence_ends=np.frombuffer(sentence_ends, dtype=np.int64) if sentence_ends else np.zeros(0, np.int64),

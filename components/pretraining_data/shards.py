@@ -48,9 +48,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size < 1 << 16 else np.dtype(np.uint32)
 
 
-def write_token_shards(input_uri: str, output_uri: str, vocab_dir: str, *, workers: int = 1) -> dict:
+def write_token_shards(input_uri: str, output_uri: str, vocab_dir: str, *, workers: int = 1,
+                       words: bool = False) -> dict:
     """Tokenizes one corpus shard (sentence per line, blank line between documents) into ``output_uri``/.
 
+    ``words``: ``input_uri`` is the shard's word-split file (``bertja split-words``).
     Returns the ``meta.json`` content.
     """
     if workers < 1:
@@ -60,7 +62,7 @@ def write_token_shards(input_uri: str, output_uri: str, vocab_dir: str, *, worke
     started = time.monotonic()
     tokenizer = load_tokenizer(vocab_dir)
     info = files.read_tokenizer_info(vocab_dir)
-    docs, read = read_documents(input_uri, tokenizer, workers=workers)
+    docs, read = read_documents(input_uri, tokenizer, workers=workers, words=words)
     if not len(docs):
         raise BadInput(f"{input_uri}: no sentences with tokens ({read.input_lines} lines read); "
                        "an empty shard gives no token shards")

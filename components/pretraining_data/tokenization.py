@@ -10,8 +10,8 @@ one flat integer array.
 
 from __future__ import annotations
 
+import array
 import unicodedata
-from itertools import chain
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from components.errors import BadInput
 from components.mecab import WordSplitter
 from components.tokenizer import files
 
-_CACHE_LIMIT = 100_000  # words (~20 MB at most); frequent words come early, so they are in it
+_CACHE_LIMIT = 100_000  # words (~15 MB at most); frequent words come early, so they are in it
 
 
 def code_dtype(vocab_size: int) -> np.dtype:
@@ -39,9 +39,9 @@ class _Codes:
         self.__init__(**state)
 
     def codes(self, line: str) -> list[int]:
-        out: list[int] = []
+        out = array.array(np.dtype(self.dtype).char)
         self.extend_codes(out, line)
-        return out
+        return out.tolist()
 
 
 class PieceTokenizer(_Codes):
@@ -58,8 +58,9 @@ class PieceTokenizer(_Codes):
         self.continuation = continuation_bit(len(vocab))
         self.dtype = code_dtype(len(vocab))
         self._words = WordSplitter(vocab.mecab_dic, self.do_lower_case)
+        self._typecode = self.dtype.char
         self._ids = vocab.vocab
-        self._cache: dict[str, tuple[int, ...]] = {}
+        self._cache: dict[str, bytes] = {}
 
     @property
     def type(self) -> str:
@@ -73,24 +74,40 @@ class PieceTokenizer(_Codes):
         return {"vocab": self.vocab, "do_lower_case": self.do_lower_case}
 
     def extend_codes(self, out, line: str) -> int:
-        """Appends the line's codes to ``out`` (a list or array); returns how many."""
-        words = self._words(line)
-        cache = self._cache
-        start = len(out)
-        try:
-            out.extend(chain.from_iterable(map(cache.__getitem__, words)))
-        except KeyError:  # a word not seen yet: add the new words, then the same again
-            del out[start:]
-            pieces = {word: self._pieces(word) for word in words if word not in cache}
-            lookup = cache.__getitem__ if len(cache) < _CACHE_LIMIT else (lambda w: pieces[w] if w in pieces else cache[w])
-            out.extend(chain.from_iterable(map(lookup, words)))
-        return len(out) - start
+        """Appends the line's codes to ``out`` (an ``array`` of ``self.dtype``, or a list); returns how many."""
+        return self.extend_words(out, self._words(line))
 
-    def _pieces(self, word: str) -> tuple[int, ...]:
+    def extend_words(self, out, words: list[str]) -> int:
+        """As ``extend_codes`` for a line already split into MeCab words (lowercased when ``do_lower_case``).
+
+        Each word's codes are cached as the bytes of its array, so a line is one
+        ``bytes.join`` of cached values: no Python int per token.
+        """
+        cache = self._cache
+        try:
+            data = b"".join(map(cache.__getitem__, words))
+        except KeyError:  # a word not seen yet
+            get = cache.get
+            data = b"".join([c if (c := get(w)) is not None else self._pieces(w) for w in words])
+        if isinstance(out, array.array):
+            out.frombytes(data)
+        else:
+            out.extend(array.array(self._typecode, data))
+        return len(data) // self.dtype.itemsize
+
+    def extend_words_line(self, out, line: str) -> int:
+        """As ``extend_words`` for a line of a word-split file (``components.words``: words as MeCab
+        gives them, not lowercased, joined by single spaces)."""
+        if self.do_lower_case:
+            line = line.lower()  # never makes or removes a space
+        return self.extend_words(out, line.split(" "))
+
+    def _pieces(self, word: str) -> bytes:
         pieces = self._characters(word) if self.character else self._wordpieces(word)
+        data = array.array(self._typecode, pieces).tobytes()
         if len(self._cache) < _CACHE_LIMIT:  # once full, the cache keeps the words that came first
-            self._cache[word] = pieces
-        return pieces
+            self._cache[word] = data
+        return data
 
     def _wordpieces(self, word: str) -> tuple[int, ...]:
         ids, cont = self._ids, self.continuation

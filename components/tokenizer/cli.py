@@ -41,6 +41,8 @@ def main(argv: list[str], prog: str) -> int:
     train.add_argument("--vibrato-dict", metavar="DICT",
                        help="byte with --word-splitter vibrato: a system dictionary (.dic, .dic.zst) "
                             "or a text dictionary directory (lex.csv, matrix.def, char.def, unk.def)")
+    train.add_argument("--words", action="store_true", help="wordpiece: INPUTs are MeCab words already "
+                       "('bertja split-words' files or a line sample of them, split with --mecab-dic)")
     train.add_argument("--do-lower-case", action="store_true", help="lowercase words (and say so in the config)")
     train.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                        help="MeCab processes / SentencePiece threads (this machine's cores)")
@@ -87,7 +89,7 @@ def main(argv: list[str], prog: str) -> int:
             args.inputs, args.output_dir, vocab_size=args.vocab_size,
             limit_alphabet=args.limit_alphabet or None, initial_alphabet=args.initial_alphabet,
             num_unused=args.num_unused, min_frequency=args.min_frequency, mecab_dic=args.mecab_dic,
-            do_lower_case=args.do_lower_case, workers=args.workers)
+            do_lower_case=args.do_lower_case, workers=args.workers, words=args.words)
     else:
         from components.tokenizer.character import make_character_tokenizer
 

@@ -23,8 +23,11 @@ def alphabet(lex: Input[Dataset], characters: Output[Dataset]):
 @dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
 def wordpiece_tokenizer(sample: Input[Dataset], characters: Input[Dataset], vocab_size: int, limit_alphabet: int,
                         num_unused_tokens: int, min_frequency: int, mecab_dic: str, do_lower_case: bool,
-                        tokenizer: Output[Model], report: Output[Markdown]):
-    """MeCab words -> WordPiece vocab; a directory BertJapaneseTokenizer loads."""
+                        tokenizer: Output[Model], report: Output[Markdown], words: bool = False):
+    """MeCab words -> WordPiece vocab; a directory BertJapaneseTokenizer loads.
+
+    ``words``: the sample is of word-split shards (``split_words``): MeCab does not run again.
+    """
     from components import artifacts, reports
     from components.resources import available_cpus
     from components.tokenizer.wordpiece import train_wordpiece
@@ -35,7 +38,8 @@ def wordpiece_tokenizer(sample: Input[Dataset], characters: Input[Dataset], voca
                              vocab_size=int(vocab_size), limit_alphabet=int(limit_alphabet),
                              initial_alphabet=alpha,
                              num_unused=int(num_unused_tokens), min_frequency=int(min_frequency),
-                             mecab_dic=mecab_dic, do_lower_case=bool(do_lower_case), workers=available_cpus())
+                             mecab_dic=mecab_dic, do_lower_case=bool(do_lower_case), workers=available_cpus(),
+                             words=bool(words))
     artifacts.write_manifest(tokenizer.path, {"subword": "wordpiece", "stats": result})
     tokenizer.metadata.update({"subword": "wordpiece"})
     with open(report.path, "w") as f:

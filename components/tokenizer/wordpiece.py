@@ -42,9 +42,17 @@ class _ChunkSplitter:
     can matter; otherwise each seen character counts 1.
     """
 
-    def __init__(self, mecab_dic: str, do_lower_case: bool, count_chars: bool):
-        self.split = WordSplitter(mecab_dic, do_lower_case)
+    def __init__(self, mecab_dic: str, do_lower_case: bool, count_chars: bool, words: bool = False):
+        self.mecab_dic, self.do_lower_case, self.words = mecab_dic, do_lower_case, words
+        self.split = self._split_words_line if words else WordSplitter(mecab_dic, do_lower_case)
         self.count_chars = count_chars
+
+    def _split_words_line(self, line: str) -> list[str]:
+        """A line of a word-split file (``components.words``): its words, lowercased if asked."""
+        line = line.strip(" ")  # a line with no words is a single space
+        if self.do_lower_case:
+            line = line.lower()
+        return line.split(" ") if line else []
 
     def __call__(self, lines: list[str]) -> tuple[str, collections.Counter, set[str], int]:
         split_lines = [words for words in map(self.split, lines) if words]
@@ -89,7 +97,7 @@ def _split_chunks(chunks: Iterable[list[str]], splitter: _ChunkSplitter, workers
     if workers <= 1:
         return map(splitter, chunks)
     # spawn: the caller may hold threads (GCS client, tokenizers) that fork would copy mid-state.
-    init = (splitter.split.mecab_dic, splitter.split.do_lower_case, splitter.count_chars)
+    init = (splitter.mecab_dic, splitter.do_lower_case, splitter.count_chars, splitter.words)
     return ordered_map(_split_in_worker, chunks, workers=workers, initializer=_init_worker, initargs=init,
                        start_method="spawn")
 
@@ -115,8 +123,11 @@ def train_wordpiece(inputs: list[str] | str, output_dir: str, *, vocab_size: int
                     limit_alphabet: int | None = 7012, initial_alphabet: str | None = None,
                     num_unused: int = files.NUM_UNUSED, min_frequency: int = 2,
                     mecab_dic: str = files.DEFAULT_MECAB_DIC, do_lower_case: bool = False,
-                    workers: int = 1) -> dict:
+                    workers: int = 1, words: bool = False) -> dict:
     """Trains a WordPiece vocabulary on MeCab words of ``inputs`` and writes a tokenizer dir.
+
+    ``words``: ``inputs`` are already MeCab words split with ``mecab_dic`` (word-split
+    files of ``bertja split-words``, or a line sample of them): MeCab does not run.
 
     ``initial_alphabet`` is the URI of an alphabet file (``bertja alphabet``).
     Returns statistics: vocabulary size and make-up, lines and words seen,
@@ -148,14 +159,14 @@ def train_wordpiece(inputs: list[str] | str, output_dir: str, *, vocab_size: int
     with tempfile.TemporaryDirectory(prefix="wordpiece-") as tmp:
         words_path = os.path.join(tmp, "words.txt")  # a line's words, space-separated
         start = time.monotonic()
-        progress = Progress("tokenizer: MeCab split", "lines")
+        progress = Progress("tokenizer: " + ("words read" if words else "MeCab split"), "lines")
         char_counts: collections.Counter = collections.Counter()
         non_initial: set[str] = set()
         n_words = 0
         with open(words_path, "w", encoding="utf-8", newline="\n") as out:
             # With the recipe's settings (limit = initial alphabet size) counts cannot matter.
             count_chars = limit_alphabet is not None and limit_alphabet != len(set(initial))
-            splitter = _ChunkSplitter(mecab_dic, do_lower_case, count_chars)
+            splitter = _ChunkSplitter(mecab_dic, do_lower_case, count_chars, words)
             for text, chars, non_init, n in _split_chunks(_chunks(inputs, progress), splitter, workers):
                 out.write(text)
                 char_counts.update(chars)

@@ -1,0 +1,1 @@
+"""Word-split shards: MeCab runs once per shard, for every variant that splits words the same way."""
