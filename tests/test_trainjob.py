@@ -136,11 +136,14 @@ def test_a_bad_spec_is_refused_before_any_request(change, fragment):
         spec(**change).checked()
 
 
-def test_trainer_paths_must_be_single_directories():
+def test_trainer_paths_must_be_single_directories_and_the_plan_known():
+    with pytest.raises(BadInput, match="--plan 'modernbert'"):
+        trainjob.trainer_command(plan="modernbert", data=["gs://b/a"], model_dir="gs://b/m", tokenizer_dir="gs://b/t")
     with pytest.raises(BadInput, match="--data"):
-        trainjob.trainer_command(plan="p", data=["gs://b/a,gs://b/c"], model_dir="gs://b/m", tokenizer_dir="gs://b/t")
+        trainjob.trainer_command(plan="bert", data=["gs://b/a,gs://b/c"], model_dir="gs://b/m",
+                                 tokenizer_dir="gs://b/t")
     with pytest.raises(BadInput, match="--model-dir"):
-        trainjob.trainer_command(plan="p", data=["gs://b/a"], model_dir="--rm", tokenizer_dir="gs://b/t")
+        trainjob.trainer_command(plan="bert", data=["gs://b/a"], model_dir="--rm", tokenizer_dir="gs://b/t")
 
 
 # ---------------------------------------------------------------------------
@@ -342,7 +345,8 @@ def test_cli_train_runs_the_whole_lifecycle(k8s, tmp_path):
     result = bertja("trainjob", "train", "--api-server", k8s.endpoint, "--namespace", NS, "--poll", "0.05",
                     "--name", "bj-cli-fail", *args)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("bertja trainjob: error: TrainJob team-a/bj-cli-fail failed")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("bertja trainjob: error: TrainJob team-a/bj-cli-fail failed")
     assert not k8s.jobs
 
     result = bertja("trainjob", "delete", "--api-server", k8s.endpoint, "--namespace", NS, "--name", "bj-none")
@@ -387,3 +391,27 @@ def test_components_compile_in_the_control_image(tmp_path):
     params = yaml.safe_load((tmp_path / "train-torch-trainjob.yaml").read_text())["root"]["inputDefinitions"]
     assert params["parameters"]["runtime"]["defaultValue"] == "torch-distributed"
     assert params["artifacts"]["shards"]["isArtifactList"]
+
+
+def test_sigterm_while_following_deletes_the_job_and_exits_1(tmp_path):
+    import signal
+    import time
+
+    slow = FakeKubernetesApi(phase_s=60).start()  # stays Created/Running far longer than the test
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "trainjob", "train", "--api-server",
+                                 slow.endpoint, "--namespace", NS, "--poll", "0.05", "--name", "bj-term",
+                                 "--image", "img:1", "--plan", "bert", "--data", "gs://b/d", "--model-dir",
+                                 str(tmp_path / "m"), "--tokenizer-dir", "gs://b/t"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not slow.jobs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slow.jobs, "the TrainJob was never created"
+        time.sleep(0.3)  # following now
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "SIGTERM" in err and "Traceback" not in err, err[-2000:]
+        assert not slow.jobs and slow.paths("DELETE", TRAINJOBS + "/bj-term$") == [200]
+    finally:
+        slow.stop()

@@ -20,6 +20,7 @@ import datetime
 import hashlib
 import re
 import sys
+import threading
 import time
 
 from components import storage
@@ -180,6 +181,10 @@ def trainer_command(*, plan: str, data: list[str], model_dir: str, tokenizer_dir
                     options: dict | None = None) -> list[str]:
     """The argv every node runs: torchrun (node rank, peers and processes per node from the
     runtime's ``PET_*`` variables) starting ``bertja train --engine torch`` without a shell."""
+    from components.torch_train.configs import PLANS
+
+    if plan not in PLANS:
+        raise BadInput(f"--plan {plan!r}: expected one of {', '.join(PLANS)}")
     if not data:
         raise BadInput("--data: no token-shards directories")
     for what, uri in (("--model-dir", model_dir), ("--tokenizer-dir", tokenizer_dir), *(("--data", d) for d in data)):
@@ -323,6 +328,8 @@ class TrainJobControl:
         self.backend = self.client.backend
         self.namespace = self.backend.namespace.strip()
         self.poll_s = poll_s
+        # Set by a signal handler: ``follow`` stops at its next check (never inside the client's calls).
+        self.cancelled = threading.Event()
 
     def where(self, name: str) -> str:
         return f"TrainJob {self.namespace}/{name}"
@@ -407,11 +414,15 @@ class TrainJobControl:
     def follow(self, name: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, model_dir: str | None = None) -> dict:
         """Polls until the job is Complete (returns a summary) or Failed (raises ``TrainJobFailed``
         with its condition's message and the first node's last log lines); a progress line with the
-        elapsed time whenever the state changes, and at least every ``PROGRESS_EVERY_S``."""
+        elapsed time whenever the state changes, and at least every ``PROGRESS_EVERY_S``. A set
+        ``cancelled`` (SIGTERM) ends it with ``TrainJobError`` at the next check."""
         check_name(name)
         start = time.monotonic()
         last_line, last_time = None, 0.0
         while True:
+            if self.cancelled.is_set():
+                raise TrainJobError(f"{self.where(name)}: SIGTERM: cancelled after "
+                                    f"{_elapsed(time.monotonic() - start)}")
             raw = self.get(name)
             if raw is None:
                 raise TrainJobError(f"{self.where(name)} disappeared while it was followed (deleted by someone)")
@@ -438,7 +449,7 @@ class TrainJobControl:
             if elapsed >= timeout_s:
                 raise TrainJobError(f"{self.where(name)} not finished after {_elapsed(elapsed)} "
                                     f"(--timeout {timeout_s:g} s); last state {state}")
-            time.sleep(min(self.poll_s, max(0.0, timeout_s - elapsed)) or self.poll_s)
+            self.cancelled.wait(min(self.poll_s, max(0.0, timeout_s - elapsed)) or self.poll_s)
 
     def _nodes(self, name: str) -> list[tuple[str, str]]:
         """Per trainer node its pod phase, through the client's ``get_job`` (best effort)."""
@@ -514,12 +525,12 @@ def train_on_trainjob(control: TrainJobControl, spec: JobSpec, *, model_dir: str
     """Create, follow, and delete in every case (success, failure, SIGTERM: the exit task deletes
     again, for a pod killed outright). Returns the follow summary plus the final model dir."""
     import signal
-    import threading
 
     previous = None
     if threading.current_thread() is threading.main_thread():
         def cancelled(signum, frame):
-            raise TrainJobError("SIGTERM: cancelled; deleting the TrainJob")
+            log(f"SIGTERM: cancelling; {control.where(spec.name)} is deleted next")
+            control.cancelled.set()
         previous = signal.signal(signal.SIGTERM, cancelled)
     try:
         control.create(spec)
