@@ -26,7 +26,7 @@ IMPORTS = {"data": ["fugashi", "unidic_lite", "tokenizers", "kfp"],
            "train-tpu": ["tensorflow", "official.nlp", "tensorflow_text"],
            "convert": ["torch", "transformers", "safetensors"],
            "tpu": ["google.cloud.tpu_v2", "google.cloud.storage"],
-           "train-gpu": ["torch", "transformers", "safetensors", "triton", "nvidia.cublas", "nvidia.nccl"]}
+           "train-gpu": ["torch", "transformers", "safetensors", "triton", "nvidia.cu13", "nvidia.cudnn", "nvidia.nccl"]}
 ABSENT = {"data": ["tensorflow", "torch", "transformers"], "train": ["torch"], "train-tpu": ["torch"],
           "convert": ["tensorflow"], "tpu": ["tensorflow", "torch"], "train-gpu": ["tensorflow"]}
 # The step command each image's pods run (its --help loads the step's module and libraries).
