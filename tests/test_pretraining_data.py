@@ -513,3 +513,37 @@ def test_a_worker_that_dies_fails_the_map_instead_of_hanging():
     thread.start()
     thread.join(timeout=60)
     assert outcome, "ordered_map still waiting for a dead worker's result"
+
+
+# ---------------------------------------------------------------------------
+# The benchmark (bertja bench pretraining-data) and its technical corpus
+# ---------------------------------------------------------------------------
+
+def test_technical_corpus_is_deterministic_technical_japanese(tmp_path):
+    from components.pretraining_data import bench_corpus
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    docs = bench_corpus.write_corpus(str(a), 40_000, seed=3)
+    bench_corpus.write_corpus(str(b), 40_000, seed=3)
+    assert a.read_bytes() == b.read_bytes()
+    lines = a.read_text(encoding="utf-8").split("\n")
+    sentences = [line for line in lines if line]
+    assert len(sentences) == 40_000 and lines.count("") >= docs > 1000
+    assert all(bench_corpus._JAPANESE.search(line) for line in sentences)
+    latin = sum(1 for line in sentences if any("a" <= c.lower() <= "z" for c in line))
+    digits = sum(1 for line in sentences if any(c.isdigit() for c in line))
+    assert latin > 0.4 * len(sentences) and digits > 0.1 * len(sentences)
+    # Longer than the stored text: later passes fill the placeholders with new values.
+    assert len(set(sentences)) > 0.75 * len(sentences)
+
+
+def test_bench_reports_phases_against_the_floor_from_text_and_from_words(vocab_dirs, small_corpus, capsys):
+    from components.pretraining_data.bench import main
+
+    assert main([small_corpus, "--vocab-dir", vocab_dirs["character"], "--dupe-factor", "1"]) == 0
+    out = capsys.readouterr().out
+    for label in ("text, 1 worker", "text, 2 workers", "words, 1 worker", "words, 2 workers"):
+        ratios = next(line for line in out.splitlines() if line.startswith(f"{label}: tokenize / instances / step x"))
+        tokenize, instance, step = (float(x) for x in ratios.split(":")[-1].split("/"))
+        assert 0 < tokenize and 0 < instance and step >= max(tokenize, instance)
+    assert "split-words once" in out and "peak RSS" in out

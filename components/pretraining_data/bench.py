@@ -11,7 +11,7 @@ over the same sentences, in this process):
   its tokenize phase (MeCab + WordPiece/characters), its instance phase (layout,
   masking, serialising, gzip) and the whole step, as ratios to the floor, from
   the step's own summary (no interpreter start); wall and CPU of the process
-  tree; peak RSS (summed over the tree) and its growth per sentence (the first
+  tree (CPU against the floor's CPU: the steadier figure on a shared machine); peak RSS (summed over the tree) and its growth per sentence (the first
   half of the corpus against all of it);
 * from words: ``split-words`` once (what the pipeline runs once per shard for all
   variants), then ``pretraining-data --words`` with the same worker counts.
@@ -123,14 +123,14 @@ def _best(runs: list[dict]) -> dict:
     return out
 
 
-def _phases(rows: dict, label: str, run: dict, floor: float) -> None:
+def _phases(rows: dict, label: str, run: dict, floor: float, floor_cpu: float) -> None:
     rows[f"{label}: tokenize / instances / step s"] = (
         f"{run['tokenize_seconds']:.2f} / {run['instance_seconds']:.2f} / {run['seconds']:.2f}")
     rows[f"{label}: tokenize / instances / step x floor"] = (
         f"{run['tokenize_seconds'] / floor:.2f} / {run['instance_seconds'] / floor:.2f} / "
         f"{run['seconds'] / floor:.2f}")
-    rows[f"{label}: process wall s (cpu s), peak RSS"] = (
-        f"{run['wall_s']:.2f} ({run['cpu_s']:.2f}), {gib(run['peak_rss_bytes'])}")
+    rows[f"{label}: process wall s (cpu s, cpu x floor cpu), peak RSS"] = (
+        f"{run['wall_s']:.2f} ({run['cpu_s']:.2f}, {run['cpu_s'] / floor_cpu:.2f}), {gib(run['peak_rss_bytes'])}")
 
 
 def bench_corpus_rows(corpus: str, args, tmp: str) -> dict:
@@ -158,22 +158,22 @@ def bench_corpus_rows(corpus: str, args, tmp: str) -> dict:
         "mecab floor s (cpu s)": f"{floor:.2f} ({floor_cpu:.2f})",
     }
     for w, run in text_runs.items():
-        _phases(rows, f"text, {w} worker{'s' * (w > 1)}", run, floor)
+        _phases(rows, f"text, {w} worker{'s' * (w > 1)}", run, floor, floor_cpu)
     growth = (full["peak_rss_bytes"] - small["peak_rss_bytes"]) / max(n_sentences - half_sentences, 1)
     rows[f"peak RSS at {half_sentences} sentences, 1 worker"] = gib(small["peak_rss_bytes"])
     rows["RSS growth bytes/sentence"] = round(growth, 1)
     if files.read_tokenizer_info(args.vocab_dir)["type"] in files.SUBWORD_TYPES:
         splits = [_split(corpus, mecab_dic, tmp) for _ in range(args.repeat)]
         words, split = splits[0][0], _best([s for _, s in splits])
-        rows["split-words once: s x floor (wall s, cpu s), peak RSS"] = (
-            f"{split['seconds'] / floor:.2f} ({split['wall_s']:.2f}, {split['cpu_s']:.2f}), "
-            f"{gib(split['peak_rss_bytes'])}")
+        rows["split-words once: s x floor (wall s, cpu s, cpu x floor cpu), peak RSS"] = (
+            f"{split['seconds'] / floor:.2f} ({split['wall_s']:.2f}, {split['cpu_s']:.2f}, "
+            f"{split['cpu_s'] / floor_cpu:.2f}), {gib(split['peak_rss_bytes'])}")
         for w in worker_counts:
             run = _best([_ours(words, args.vocab_dir, tmp, f"words{w}", args, w, words=True)
                          for _ in range(args.repeat)])
             if run["instances"] != full["instances"] or run["tokens"] != full["tokens"]:
                 raise RuntimeError(f"{corpus}: from words {run['instances']} instances, from text {full['instances']}")
-            _phases(rows, f"words, {w} worker{'s' * (w > 1)}", run, floor)
+            _phases(rows, f"words, {w} worker{'s' * (w > 1)}", run, floor, floor_cpu)
     if args.reference:
         ref_full = _reference(args.reference, corpus, args.vocab_dir, tmp, "full", args)
         ref_half = _reference(args.reference, half, args.vocab_dir, tmp, "half", args)

@@ -46,7 +46,8 @@ def _varint_table(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     than gathering byte rows.
     """
     encoded = [_varint(v) for v in range(size)]
-    dtype = np.dtype("<u4") if len(encoded[-1]) <= 4 else np.dtype("<u8")
+    widest = len(encoded[-1])  # the narrowest integer that holds it: fewer padding bytes to drop later
+    dtype = np.dtype("<u1" if widest == 1 else "<u2" if widest == 2 else "<u4" if widest <= 4 else "<u8")
     packed = np.array([int.from_bytes(e, "little") for e in encoded], dtype=dtype)
     real = np.array([int.from_bytes(b"\x01" * len(e), "little") for e in encoded], dtype=dtype)
     return packed, real, np.array([len(e) for e in encoded])
@@ -140,12 +141,8 @@ def batch_records(batch: Batch, vocab_size: int, next_sentence_prediction: bool 
     if next_sentence_prediction:
         rows.fixed("next_sentence_labels", batch.random_next.astype(np.uint8)[:, None])
     data, record_lengths = rows.finish()
-    records = []
-    offset = 0
-    for length in record_lengths.tolist():
-        records.append(frame(data[offset:offset + length]))
-        offset += length
-    return records
+    ends = np.cumsum(record_lengths).tolist()
+    return [frame(data[start:end]) for start, end in zip([0, *ends[:-1]], ends)]
 
 
 class GzipRecordWriter:
