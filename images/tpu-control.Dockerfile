@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# bertja-tpu-control: Cloud TPU VM control (google-cloud-tpu, google-cloud-storage)
+# bertja-tpu-control: Cloud TPU VM control (google-cloud-tpu, google-cloud-storage) and Kubeflow Trainer
+# TrainJob control (kubeflow, kubeflow-trainer-api: extra trainjob): the pipeline's control steps, no torch
 # Build from the repository root (names, tags and the version come from components/images.py):
 #   make images        or   deploy/kind.sh build
 # Two stages: the build stage resolves pinned wheels into a virtual environment; the final
@@ -17,12 +18,12 @@ RUN python -m venv --without-pip /opt/bertja
 COPY images/constraints.txt pyproject.toml README.md ./
 COPY components ./components
 COPY pipelines ./pipelines
-RUN pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt ".[pipeline,tpu]"
+RUN pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt ".[pipeline,tpu,trainjob]"
 
 FROM ${BASE_IMAGE}
 ARG BERTJA_VERSION
 LABEL org.opencontainers.image.title="bertja-tpu-control" \
-      org.opencontainers.image.description="Cloud TPU VM control (google-cloud-tpu, google-cloud-storage)" \
+      org.opencontainers.image.description="Cloud TPU VM and Kubeflow TrainJob control (google-cloud-tpu, kubeflow)" \
       org.opencontainers.image.version="${BERTJA_VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # The version label is the release contract: refuse to build without it.

@@ -27,8 +27,10 @@ GPU_CONSTRAINTS = ROOT / "images" / "constraints-gpu.txt"
 # image also controls TPU VMs: the pipeline's train step runs the CPU trainer or the TPU controller.
 # train-tpu is the same trainer with TensorFlow's TPU build, so the same extras.
 # train-gpu is the PyTorch trainer for GPU pods; on CPU that trainer runs in convert (same packages).
+# tpu is the control image: TPU VMs and Kubeflow Trainer TrainJobs (no torch: the nodes run train-gpu).
 EXTRAS = {"data": {"pipeline"}, "train": {"pipeline", "train", "tpu"}, "train-tpu": {"pipeline", "train", "tpu"},
-          "convert": {"pipeline", "convert"}, "tpu": {"pipeline", "tpu"}, "train-gpu": {"pipeline", "train-torch"}}
+          "convert": {"pipeline", "convert"}, "tpu": {"pipeline", "tpu", "trainjob"},
+          "train-gpu": {"pipeline", "train-torch"}}
 # The file each image's pip --constraint reads.
 CONSTRAINTS_OF = dict.fromkeys(EXTRAS, "constraints.txt") | {"train-gpu": "constraints-gpu.txt"}
 HADOLINT = Path(sysconfig.get_path("scripts")) / "hadolint"
