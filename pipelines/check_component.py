@@ -23,8 +23,9 @@ def check_parameters(
     stage2_train_steps: int,
     gcp_project: str, gcp_zone: str, tpu_accelerator_type: str, tpu_runtime_version: str, tpu_spot: bool,
     tpu_queued: bool, tpu_queue_timeout_hours: float, tpu_network: str, tpu_subnetwork: str,
-    tpu_service_account: str, tpu_price_per_hour: float, release_uri: str, jglue_uri: str, jglue_grid: str,
-    jglue_seeds: int,
+    tpu_service_account: str, tpu_price_per_hour: float, torch_plan: str, torch_architecture: str,
+    torch_seq_lengths: List[int], torch_train_steps: List[int], torch_global_batch_size: int,
+    torch_micro_batch_size: int, release_uri: str, jglue_uri: str, jglue_grid: str, jglue_seeds: int,
 ):
     """Fails the run with a message naming the bad parameter, before any data moves.
 

@@ -100,6 +100,14 @@ class PipelineParameters:
     tpu_subnetwork: str = ""
     tpu_service_account: str = ""  # empty: the project's default compute service account
     tpu_price_per_hour: float = 8.0
+    # --- the PyTorch trainer (trainer='torch'): a plan of components/torch_train/configs.py (the
+    # recipe's), its model shape and per-stage overrides; empty/0 = the plan's own
+    torch_plan: str = ""
+    torch_architecture: str = ""  # an architecture name, or "tiny": the plan's family at its tiny shape
+    torch_seq_lengths: list = field(default_factory=list)  # one value for every stage, or one per stage
+    torch_train_steps: list = field(default_factory=list)
+    torch_global_batch_size: int = 0
+    torch_micro_batch_size: int = 8  # per process; the rest of the global batch is gradient accumulation
     # --- release
     release_uri: str = ""  # empty: keep the published model under the pipeline root only
     # --- evaluation: JGLUE's repository (gs:// or local directory) or an archive of it; empty: none
@@ -112,6 +120,7 @@ class PipelineParameters:
 
 
 FIELDS = {f.name for f in dataclasses.fields(PipelineParameters)}
+INT_LISTS = ("torch_seq_lengths", "torch_train_steps")  # list parameters of whole numbers
 _DATE = re.compile(r"^(latest|\d{8})$")
 _GCS_ROOT = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/[^\s]*)?$")
 
@@ -142,7 +151,8 @@ def coerce(name: str, text: str):
         if isinstance(default, float):
             return float(text)
         if isinstance(default, list):
-            return [x.strip() for x in text.split(",") if x.strip()]
+            items = [x.strip() for x in text.split(",") if x.strip()]
+            return [int(x) for x in items] if name in INT_LISTS else items
     except ValueError as e:
         raise BadInput(f"parameter {name}={text!r}: expected {type(default).__name__}") from e
     return text
@@ -195,6 +205,17 @@ def _tpu_check(check):
         check(v)
         return True
     return rule
+
+
+def _torch_configs():
+    from components.torch_train import configs  # no torch import: the tables only
+
+    return configs
+
+
+def _whole_numbers(low: int, high: int | None = None):
+    return lambda v: isinstance(v, (list, tuple)) and all(_integer(x) and x >= low and (high is None or x <= high)
+                                                          for x in v)
 
 
 def _jglue_grids():
@@ -280,6 +301,17 @@ RULES: dict = {
     "tpu_service_account": (lambda v: isinstance(v, str) and (not v or bool(_EMAIL.match(v))),
                             "must be a service account email or empty"),
     "tpu_price_per_hour": (lambda v: _number(v) and v >= 0, "must be a number >= 0"),
+    "torch_plan": (lambda v: v == "" or v in _torch_configs().PLANS,
+                   "must be empty (trainer='model-garden') or a PyTorch-trainer plan: modernbert-ja, rinna-roberta, "
+                   "bybert, bert"),
+    "torch_architecture": (lambda v: v in ("", "tiny") or v in _torch_configs().ARCHITECTURES,
+                           "must be empty (the plan's), 'tiny' (the plan's family, tiny) or an architecture of "
+                           "components/torch_train/configs.py"),
+    "torch_seq_lengths": (_whole_numbers(8, 8192), "must be a list of sequence lengths between 8 and 8192 "
+                          "(empty: the plan's)"),
+    "torch_train_steps": (_whole_numbers(1), "must be a list of positive step counts (empty: the plan's)"),
+    "torch_global_batch_size": (_at_least(0), "must be an integer >= 0 (0: the plan's)"),
+    "torch_micro_batch_size": (_at_least(1), "must be a positive integer"),
     "jglue_uri": (lambda v: v == "" or _source_url(v), "must be empty (no JGLUE), or JGLUE's directory or an "
                   "archive of it: " + _URL_RULE),
     "jglue_grid": (lambda v: v in _jglue_grids(), "must be 'jglue' (JGLUE's grid) or 'quick'"),
@@ -347,6 +379,10 @@ def _check_recipe_rules(values: dict, need) -> None:
     if get("trainer") == "torch":
         need(get("stage1_corpus") == "cc100", "stage1_corpus",
              "trainer='torch' takes shards of CC-100 and Wikipedia ('cc100'); its stages are its own")
+        if "torch_plan" in values:
+            need(bool(get("torch_plan")), "torch_plan", "trainer='torch' needs a plan (a --recipe sets it)")
+    if get("torch_plan"):
+        _check_torch_plan(values, need)
     if get("mecab_dic") == "none" and get("whole_word_masking") is True and get("word_splitter") != "vibrato":
         need(False, "whole_word_masking", "needs words: mecab_dic='none' splits none (mask single tokens)")
     if get("word_splitter") == "vibrato":
@@ -366,6 +402,33 @@ def _check_recipe_rules(values: dict, need) -> None:
     if "character" in variants and get("character_vocab_size") and "vocab_size" in values:
         need(int(values["character_vocab_size"]) <= int(values["vocab_size"]), "character_vocab_size",
              "the character vocab is the head of the WordPiece vocab: at most vocab_size")
+
+
+def _check_torch_plan(values: dict, need) -> None:
+    """The plan's stages with the run's overrides: the trainer's own checks, as parameter errors."""
+    from components.torch_train.step import per_stage, resolve_architecture
+
+    configs = _torch_configs()
+    get = values.get
+    stages = len(configs.plan(get("torch_plan")).stages)
+    for name in INT_LISTS:
+        need(len(get(name) or []) in (0, 1, stages), name, f"plan {get('torch_plan')} has {stages} stage(s): give "
+             f"one value per stage, one for all, or none")
+    try:
+        plan = configs.plan_stages(get("torch_plan"), seq_lengths=per_stage(get("torch_seq_lengths")),
+                                   train_steps=per_stage(get("torch_train_steps")),
+                                   global_batch_size=get("torch_global_batch_size") or None)
+    except BadInput as e:
+        need(False, "torch_plan", str(e))
+    arch = configs.architecture(resolve_architecture(get("torch_plan"), get("torch_architecture") or ""))
+    for i, st in enumerate(plan, 1):
+        need(st.seq_length <= arch.max_length, "torch_seq_lengths",
+             f"stage {i}: {st.seq_length} exceeds {arch.name}'s maximum of {arch.max_length}")
+    batch, micro = get("torch_global_batch_size") or 0, get("torch_micro_batch_size")
+    if micro:
+        sizes = [batch] if batch else [st.global_batch_size for st in plan]
+        need(all(int(b) % int(micro) == 0 for b in sizes), "torch_micro_batch_size",
+             f"must divide the global batch ({', '.join(str(b) for b in sizes)})")
 
 
 def builds(variants, among, trainer: str, trainers) -> bool:

@@ -9,8 +9,10 @@ sits inside an ExitHandler whose exit task releases the TPU VMs whatever happens
 The other seed systems (``pipelines/recipes.py``) run through the same steps, chosen by
 parameters: ``stage1_corpus`` (CC-100, Wikipedia or one stage), the variants'
 tokenizers (WordPiece/character on MeCab, SentencePiece, bytes), the objective, and
-``trainer``: a PyTorch-trainer variant ends with its token shards and a hand-off step
-until that trainer exists (issue 13).
+``trainer``: a PyTorch-trainer variant (ModernBERT-Ja, rinna's RoBERTa, bybert) trains its
+plan (``torch_plan``) on token shards of both corpora in the pod -- on the profile's GPUs,
+with torchrun, where it has them -- and its Hugging Face directory goes straight to evaluation
+and publishing (no conversion).
 
 ``build(profile)`` returns the pipeline function for a profile: the profile's
 platform settings are applied to tasks here, and its parameter values become the
@@ -34,7 +36,8 @@ from components.pretraining_data.component import pretraining_data
 from components.publish.component import publish_model
 from components.tokenizer.component import alphabet, variant_tokenizer, wordpiece_tokenizer
 from components.tpu.component import release_compute
-from components.train.component import torch_handoff, train_model
+from components.torch_train.component import train_torch
+from components.train.component import train_model
 from components.train.stages import training_root
 from pipelines import platform as k8s
 from pipelines.check_component import check_parameters, variants_selected
@@ -67,6 +70,25 @@ def build(profile: Profile):
                 short_seq_prob=short_seq_prob, base_seed=data_seed, whole_word_masking=whole_word_masking,
                 next_sentence_prediction=next_sentence_prediction, data_format=data_format))
         return task
+
+    # The PyTorch trainer in the pod; where the profile gives that step GPUs, the same function on the GPU
+    # image (chosen here, at build time) and torchrun with one rank per GPU.
+    gpus = plat.accelerators.get("train-torch")
+    trainer = train_torch if gpus is None else dsl.component(
+        train_torch.python_func, base_image=image(gpus.image), install_kfp_package=False)
+
+    def jglue_table(hf_model, *, jglue_uri, jglue, jglue_tasks, jglue_grid, jglue_seeds, model_size, variant):
+        """JGLUE: one pod per task, in parallel; each runs its task's whole grid and picks on dev (so the
+        choice needs no further step and a task's points share one model load), then the table; or none."""
+        with dsl.If(jglue_uri != "", name="jglue"):
+            with dsl.ParallelFor(jglue_tasks, name="jglue-tasks") as jglue_task:
+                tuned = on(finetune_jglue(hf_model=hf_model, jglue=jglue, task=jglue_task, grid=jglue_grid,
+                                          seeds=jglue_seeds), "convert")
+            table = on(jglue_report(hf_model=hf_model, results=dsl.Collected(tuned.outputs["result"]),
+                                    model_size=model_size, variant=variant), "convert")
+        with dsl.Else(name="no-jglue"):
+            no_table = on(no_jglue(), "control")
+        return dsl.OneOf(table.outputs["Output"], no_table.output)
 
     def model_garden_pipeline(two_stages: bool):
         """The Model Garden variant sub-pipeline with two stages, or one (stage1_corpus 'none')."""
@@ -136,52 +158,65 @@ def build(profile: Profile):
             converted = on(convert_model(trained=trained_model, tokenizer=tokenizer), "convert")
             evaluated = on(evaluate_model(hf_model=converted.outputs["hf_model"],
                                           heldout=dsl.Collected(heldout.outputs["examples"])), "convert")
-            # JGLUE: one pod per task, in parallel; each runs its task's whole grid and picks on dev (so
-            # the choice needs no further step and a task's points share one model load), then the table.
-            with dsl.If(jglue_uri != "", name="jglue"):
-                with dsl.ParallelFor(jglue_tasks, name="jglue-tasks") as jglue_task:
-                    tuned = on(finetune_jglue(hf_model=converted.outputs["hf_model"], jglue=jglue, task=jglue_task,
-                                              grid=jglue_grid, seeds=jglue_seeds), "convert")
-                jglue_table = on(jglue_report(hf_model=converted.outputs["hf_model"],
-                                              results=dsl.Collected(tuned.outputs["result"]), model_size=model_size,
-                                              variant=variant), "convert")
-            with dsl.Else(name="no-jglue"):
-                no_table = on(no_jglue(), "control")
+            jglue_result = jglue_table(converted.outputs["hf_model"], jglue_uri=jglue_uri, jglue=jglue,
+                                       jglue_tasks=jglue_tasks, jglue_grid=jglue_grid, jglue_seeds=jglue_seeds,
+                                       model_size=model_size, variant=variant)
             published = on(publish_model(
                 hf_model=converted.outputs["hf_model"], evaluation=evaluated.outputs["results"],
                 release_uri=release_uri, variant=variant, model_size=model_size,
                 wikipedia_dump_date=wikipedia_dump_date, cc100_url=cc100_url, wikipedia_url=wikipedia_url,
-                jglue=dsl.OneOf(jglue_table.outputs["Output"], no_table.output)),
-                "convert", uses_secrets=True)
+                jglue=jglue_result), "convert", uses_secrets=True)
             return published.outputs["release"]
         return variant_pipeline
 
     variant_pipelines = {True: model_garden_pipeline(True), False: model_garden_pipeline(False)}
 
-    @dsl.pipeline(name="bert-japanese-torch-data",
-                  description="One variant of a PyTorch-trainer recipe: token shards of both corpora; training "
-                              "needs the PyTorch trainer (issue 13).")
+    @dsl.pipeline(name="bert-japanese-torch-variant",
+                  description="One variant of a PyTorch-trainer recipe: token shards of both corpora, the plan's "
+                              "stages with the PyTorch trainer, held-out masked-LM accuracy, JGLUE, publishing.")
     def torch_variant_pipeline(
         variant: str, tokenizer: Model, stage1_shards: Dataset, stage1_names: List[str],
-        wikipedia_shards: Dataset, wikipedia_names: List[str], stage1_max_seq_length: int,
+        wikipedia_shards: Dataset, wikipedia_names: List[str], heldout_names: List[str], stage1_max_seq_length: int,
         stage1_max_predictions: int, stage2_max_seq_length: int, stage2_max_predictions: int,
         masked_lm_prob: float, short_seq_prob: float, data_seed: int, whole_word_masking: bool,
-        model_size: str, release_uri: str, wikipedia_dump_date: str,
-    ) -> Dataset:
+        model_size: str, release_uri: str, wikipedia_dump_date: str, wikipedia_url: str, cc100_url: str,
+        torch_plan: str, torch_architecture: str, torch_seq_lengths: List[int], torch_train_steps: List[int],
+        torch_global_batch_size: int, torch_micro_batch_size: int,
+        jglue_uri: str, jglue: Dataset, jglue_tasks: List[str], jglue_grid: str, jglue_seeds: int,
+    ) -> Model:
         # Shards are unmasked and written once: masking and packing happen at load time (SPEC 8).
         unmasked = dict(dupe_factor=1, masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob,
                         data_seed=data_seed, whole_word_masking=whole_word_masking,
                         next_sentence_prediction=False, data_format="shards")
+        stage2_shape = dict(max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions)
         stage1 = shard_data(stage1_names, stage1_shards, tokenizer, loop="stage1-token-shards",
                             max_seq_length=stage1_max_seq_length, max_predictions=stage1_max_predictions, **unmasked)
         stage2 = shard_data(wikipedia_names, wikipedia_shards, tokenizer, loop="wikipedia-token-shards",
-                            max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions, **unmasked)
-        handed = on(torch_handoff(
-            tokenizer=tokenizer, stage1_shards=dsl.Collected(stage1.outputs["examples"]),
-            stage2_shards=dsl.Collected(stage2.outputs["examples"]), variant=variant, model_size=model_size,
-            release_uri=release_uri, wikipedia_dump_date=wikipedia_dump_date, masked_lm_prob=masked_lm_prob,
-            whole_word_masking=whole_word_masking), "control")
-        return handed.outputs["handoff"]
+                            **stage2_shape, **unmasked)
+        # Both corpora feed every stage of the plan (its stages differ in length, packing and masking).
+        trained = on(trainer(
+            shards=dsl.Collected(stage1.outputs["examples"]), more_shards=dsl.Collected(stage2.outputs["examples"]),
+            tokenizer=tokenizer, variant=variant, plan=torch_plan,
+            architecture=torch_architecture, seq_lengths=torch_seq_lengths, train_steps=torch_train_steps,
+            global_batch_size=torch_global_batch_size, micro_batch_size=torch_micro_batch_size, seed=data_seed,
+            training_root=train_root, processes=gpus.count if gpus else 1), "train-torch")
+        if plat.resources:  # a cluster: a lost pod resumes in the content-named training dir
+            trained.set_retry(**TRAIN_RETRY)
+        hf = trained.outputs["hf_model"]
+        # Held-out Wikipedia shard, as token shards: masked at a fixed seed at the last stage's length and rate.
+        heldout = shard_data(heldout_names, wikipedia_shards, tokenizer, loop="heldout-token-shards", parallelism=0,
+                             **stage2_shape, **unmasked)
+        evaluated = on(evaluate_model(hf_model=hf, heldout=dsl.Collected(heldout.outputs["examples"]),
+                                      seq_length=trained.outputs["seq_length"],
+                                      mask_rate=trained.outputs["mask_rate"]), "convert")
+        jglue_result = jglue_table(hf, jglue_uri=jglue_uri, jglue=jglue, jglue_tasks=jglue_tasks,
+                                   jglue_grid=jglue_grid, jglue_seeds=jglue_seeds, model_size=model_size,
+                                   variant=variant)
+        published = on(publish_model(
+            hf_model=hf, evaluation=evaluated.outputs["results"], release_uri=release_uri, variant=variant,
+            model_size=model_size, wikipedia_dump_date=wikipedia_dump_date, cc100_url=cc100_url,
+            wikipedia_url=wikipedia_url, jglue=jglue_result), "convert", uses_secrets=True)
+        return published.outputs["release"]
 
     @dsl.pipeline(name=PIPELINE_NAME, pipeline_root=profile.pipeline_root,
                   description="Tohoku bert-japanese recipe: raw Japanese text to released Japanese BERT models "
@@ -243,6 +278,12 @@ def build(profile: Profile):
         tpu_subnetwork: str = D.tpu_subnetwork,
         tpu_service_account: str = D.tpu_service_account,
         tpu_price_per_hour: float = D.tpu_price_per_hour,
+        torch_plan: str = D.torch_plan,
+        torch_architecture: str = D.torch_architecture,
+        torch_seq_lengths: List[int] = D.torch_seq_lengths,
+        torch_train_steps: List[int] = D.torch_train_steps,
+        torch_global_batch_size: int = D.torch_global_batch_size,
+        torch_micro_batch_size: int = D.torch_micro_batch_size,
         release_uri: str = D.release_uri,
         jglue_uri: str = D.jglue_uri,
         jglue_grid: str = D.jglue_grid,
@@ -282,8 +323,16 @@ def build(profile: Profile):
                         masked_lm_prob=masked_lm_prob, short_seq_prob=short_seq_prob, data_seed=data_seed,
                         whole_word_masking=whole_word_masking, model_size=model_size, release_uri=release_uri,
                         wikipedia_dump_date=sources.outputs["wikipedia_dump_date"])
+            evaluation = dict(
+                heldout_names=wiki_split.outputs["heldout_names"], wikipedia_url=sources.outputs["wikipedia_url"],
+                cc100_url=sources.outputs["cc100_url"], jglue_uri=jglue_uri, jglue=jglue.outputs["jglue"],
+                jglue_tasks=jglue.outputs["Output"], jglue_grid=jglue_grid, jglue_seeds=jglue_seeds)
+            torch_settings = dict(
+                torch_plan=torch_plan, torch_architecture=torch_architecture, torch_seq_lengths=torch_seq_lengths,
+                torch_train_steps=torch_train_steps, torch_global_batch_size=torch_global_batch_size,
+                torch_micro_batch_size=torch_micro_batch_size)
             model_garden = dict(
-                heldout_names=wiki_split.outputs["heldout_names"], stage1_corpus=stage1_corpus,
+                stage1_corpus=stage1_corpus,
                 stage1_dupe_factor=stage1_dupe_factor, stage2_dupe_factor=stage2_dupe_factor,
                 next_sentence_prediction=next_sentence_prediction, training_backend=training_backend,
                 stage1_train_steps=stage1_train_steps, stage2_train_steps=stage2_train_steps,
@@ -291,9 +340,7 @@ def build(profile: Profile):
                 tpu_runtime_version=tpu_runtime_version, tpu_spot=tpu_spot, tpu_queued=tpu_queued,
                 tpu_queue_timeout_hours=tpu_queue_timeout_hours, tpu_network=tpu_network,
                 tpu_subnetwork=tpu_subnetwork, tpu_service_account=tpu_service_account,
-                tpu_price_per_hour=tpu_price_per_hour, wikipedia_url=sources.outputs["wikipedia_url"],
-                cc100_url=sources.outputs["cc100_url"], jglue_uri=jglue_uri, jglue=jglue.outputs["jglue"],
-                jglue_tasks=jglue.outputs["Output"], jglue_grid=jglue_grid, jglue_seeds=jglue_seeds)
+                tpu_price_per_hour=tpu_price_per_hour)
             options = dict(sample=sample.outputs["sample"], vocab_size=vocab_size,
                            character_vocab_size=character_vocab_size, do_lower_case=do_lower_case,
                            sp_model_type=sp_model_type, sp_character_coverage=sp_character_coverage,
@@ -307,8 +354,8 @@ def build(profile: Profile):
                                             trainers=list(trainers)), "control").output == True  # noqa: E712
 
             def variants_for(stage1_shards, stage1_names, two_stages: bool, trainers: tuple):
-                """Steps 6-12 for one stage-1 layout: tokenizers, then per variant data, training (or the
-                PyTorch hand-off), conversion, evaluation, publishing. The variants are laid out statically
+                """Steps 6-12 for one stage-1 layout: tokenizers, then per variant data, training (Model
+                Garden, then conversion; or the PyTorch trainer), evaluation, publishing. The variants are laid out statically
                 (each behind a condition on `variants` and `trainer`) rather than in a ParallelFor: the
                 per-variant pipeline has loops of its own, and kfp.local confuses the loop items of a loop
                 nested in another pipeline's loop."""
@@ -327,7 +374,7 @@ def build(profile: Profile):
                             tokenizer = on(variant_tokenizer(variant=name, wordpiece=wordpiece.outputs["tokenizer"],
                                                              **options))
                             variant_pipelines[two_stages](variant=name, tokenizer=tokenizer.outputs["tokenizer"],
-                                                          **stage1, **data, **model_garden)
+                                                          **stage1, **data, **evaluation, **model_garden)
                 # SentencePiece and bytes: their tokenizers come from the sample alone.
                 for t in trainers:
                     for name in (v for v in TRAINER_VARIANTS[t] if v not in MECAB_VARIANTS):
@@ -341,10 +388,10 @@ def build(profile: Profile):
                             tokenizer = on(variant_tokenizer(variant=name, **options, **words))
                             if t == "torch":
                                 torch_variant_pipeline(variant=name, tokenizer=tokenizer.outputs["tokenizer"],
-                                                       **stage1, **data)
+                                                       **stage1, **data, **evaluation, **torch_settings)
                             else:
                                 variant_pipelines[two_stages](variant=name, tokenizer=tokenizer.outputs["tokenizer"],
-                                                              **stage1, **data, **model_garden)
+                                                              **stage1, **data, **evaluation, **model_garden)
 
             # Stage 1 (the recipe's `stage1_corpus`): CC-100 into 64 shards, downloaded only for it; Wikipedia's
             # shards again; or none (one stage). PyTorch-trainer recipes read CC-100 and Wikipedia.

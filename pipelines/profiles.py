@@ -24,10 +24,29 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Accelerator:
+    """GPUs for a class of step: the resource KFP requests (``nvidia.com/gpu`` on a Kubernetes
+    cluster), how many per pod (more than one: the step runs ``torchrun`` with that many ranks),
+    the nodes that have them, and the image the step runs there (an ``components.images`` key)."""
+
+    type: str
+    count: int
+    node_selector: dict[str, str] = field(default_factory=dict)  # replaces the platform's for this step
+    tolerations: list[dict] = field(default_factory=list)  # added to the platform's
+    image: str = "train-gpu"
+
+    def __post_init__(self):
+        if self.count < 1:
+            raise ValueError(f"Accelerator {self.type}: count {self.count} must be at least 1")
+
+
+@dataclass(frozen=True)
 class Platform:
-    """Settings per class of step (``data``, ``train``, ``convert``, ``control``)."""
+    """Settings per class of step (``data``, ``train`` (the Model Garden controller),
+    ``train-torch`` (the PyTorch trainer, in the pod), ``convert``, ``control``)."""
 
     resources: dict[str, Resources] = field(default_factory=dict)
+    accelerators: dict[str, Accelerator] = field(default_factory=dict)
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict] = field(default_factory=list)
     # env var -> (secret name, key); only names of secrets, never values.
@@ -42,6 +61,9 @@ class Platform:
         if not self.kubernetes:
             ignored = [name for name, value in (("node_selector", self.node_selector),
                                                 ("tolerations", self.tolerations), ("secret_env", self.secret_env),
+                                                ("accelerator node selectors",
+                                                 [a for a in self.accelerators.values() if a.node_selector
+                                                  or a.tolerations]),
                                                 ("timeout_s", [r for r in self.resources.values() if r.timeout_s]))
                        if value]
             if ignored:
@@ -81,12 +103,19 @@ _SMALL_DATA = {
     "training_backend": "cpu",
     "stage1_train_steps": 60,
     "stage2_train_steps": 40,
+    # PyTorch-trainer recipes: the plan's model family at its tiny shape, short sequences, few steps.
+    "torch_architecture": "tiny",
+    "torch_seq_lengths": [128],
+    "torch_train_steps": [20],
+    "torch_global_batch_size": 8,
+    "torch_micro_batch_size": 8,
 }
 
 _GCP_RESOURCES = {
     # Wikipedia shards at seq 512 are the largest streams; memory stays flat (issue 3).
     "data": Resources(cpu="4", memory="8Gi", timeout_s=24 * 3600),
     "train": Resources(cpu="1", memory="2Gi", timeout_s=40 * 24 * 3600),
+    "train-torch": Resources(cpu="8", memory="32Gi", timeout_s=40 * 24 * 3600),
     "convert": Resources(cpu="4", memory="16Gi", timeout_s=6 * 3600),
     "control": Resources(cpu="500m", memory="512Mi", timeout_s=3600),
 }
@@ -108,6 +137,7 @@ PROFILES: dict[str, Profile] = {
         platform=Platform(resources={
             "data": Resources(cpu="1", memory="2Gi", timeout_s=3600),
             "train": Resources(cpu="2", memory="4Gi", timeout_s=3600),
+            "train-torch": Resources(cpu="2", memory="4Gi", timeout_s=3600),
             "convert": Resources(cpu="1", memory="3Gi", timeout_s=3600),
             "control": Resources(cpu="500m", memory="512Mi", timeout_s=600),
         }),
@@ -140,6 +170,21 @@ PROFILES: dict[str, Profile] = {
             step: dataclasses.replace(res, timeout_s=None) for step, res in _GCP_RESOURCES.items()}),
     ),
 }
+
+
+# The gcp profile with the PyTorch trainer's pods on a GKE GPU node pool (g2-standard-48: 4 x L4).
+PROFILES["gke-gpu"] = dataclasses.replace(
+    PROFILES["gcp"], name="gke-gpu",
+    description="the gcp profile with the PyTorch trainer on a GKE GPU node pool (4 x NVIDIA L4 per pod, torchrun "
+                "with 4 ranks); Model Garden recipes still train on TPU VMs",
+    parameters={**PROFILES["gcp"].parameters, "torch_micro_batch_size": 16},
+    platform=dataclasses.replace(
+        PROFILES["gcp"].platform,
+        resources={**_GCP_RESOURCES, "train-torch": Resources(cpu="44", memory="180Gi", timeout_s=40 * 24 * 3600)},
+        accelerators={"train-torch": Accelerator(
+            type="nvidia.com/gpu", count=4,
+            node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-nodepool": "bertja-gpu"},
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])}))
 
 
 def get(name: str) -> Profile:

@@ -29,7 +29,7 @@ class Recipe:
     name: str
     description: str  # one line
     seed: str  # the seed document (file under seeds/) and the model(s) it describes
-    trainer: str  # "model-garden" (this pipeline trains it) or "torch" (the PyTorch trainer, issue 13)
+    trainer: str  # "model-garden" (TF Model Garden, TPU VM or CPU) or "torch" (the PyTorch trainer, in the pod)
     parameters: dict  # pipeline parameter values, each from the seed unless `departures` says otherwise
     defining: tuple[str, ...] = ()  # names whose values make the recipe what it is
     departures: tuple[str, ...] = field(default=())  # where the preset differs from its seed, and why
@@ -111,27 +111,28 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(
         "rinna-roberta",
         "rinna's Japanese RoBERTa: SentencePiece unigram 32000 (yoheikikuta's settings), lowercased, CC-100 + "
-        "Wikipedia in one stage, MLM only; trains with the PyTorch trainer (issue 13)",
+        "Wikipedia in one stage, MLM only; RoBERTa-base with the PyTorch trainer (plan rinna-roberta: 512 tokens)",
         seed="rinna-japanese-roberta-base-card.txt (rinna/japanese-roberta-base)",
         trainer="torch",
         parameters={"variants": ["sentencepiece"], "mecab_dic": "none", "vocab_size": 32000,
                     "sp_model_type": "unigram", "sp_control_symbols": list(BERT_SPECIALS),
                     "sp_normalization": "nmt_nfkc", "do_lower_case": True, "stage1_corpus": "cc100",
-                    "whole_word_masking": False, "next_sentence_prediction": False},
-        defining=(*_OBJECTIVE, "variants", "mecab_dic"),
+                    "whole_word_masking": False, "next_sentence_prediction": False, "torch_plan": "rinna-roberta"},
+        defining=(*_OBJECTIVE, "variants", "mecab_dic", "torch_plan"),
         departures=("shards of both corpora; the PyTorch trainer trains them as one stage",),
     ),
     Recipe(
         "modernbert-ja",
         "SB Intuitions' ModernBERT-Ja: SentencePiece unigram with byte fallback (vocab 102400), no word split, "
-        "MLM only at 30% masking (then 15%), packed sequences; trains with the PyTorch trainer (issue 13)",
+        "MLM only at 30% masking (then 15%), packed sequences; ModernBERT-130m with the PyTorch trainer (plan "
+        "modernbert-ja: 1024 packed, 8192 best-fit packed, 8192 unpacked at 15%)",
         seed="sbintuitions-modernbert-ja-130m-card.txt (sbintuitions/modernbert-ja-130m)",
         trainer="torch",
         parameters={"variants": ["sentencepiece"], "mecab_dic": "none", "vocab_size": 102_400,
                     "sp_model_type": "unigram", "sp_byte_fallback": True, "sp_control_symbols": list(BERT_SPECIALS),
                     "stage1_corpus": "cc100", "masked_lm_prob": 0.30,
-                    "whole_word_masking": False, "next_sentence_prediction": False},
-        defining=(*_OBJECTIVE, "variants", "mecab_dic", "sp_byte_fallback"),
+                    "whole_word_masking": False, "next_sentence_prediction": False, "torch_plan": "modernbert-ja"},
+        defining=(*_OBJECTIVE, "variants", "mecab_dic", "sp_byte_fallback", "torch_plan"),
         departures=("CC-100 + Wikipedia instead of their 4.39T-token Japanese/English web corpus",
                     "BERT-style special tokens ([CLS] [SEP] [MASK] [PAD]) in place of <s> </s> <mask> <pad>",
                     "sequence lengths, packing and the 15% phase are the PyTorch trainer's (load time)"),
@@ -139,13 +140,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(
         "bybert",
         "Tohoku's byte-level bybert: 256 bytes + specials, whole-word masking over MeCab unidic-lite words, "
-        "MLM only at 30%; trains with the PyTorch trainer (issue 13)",
+        "MLM only; a Llama-style encoder (EuroBERT) with the PyTorch trainer (plan bybert: 1024 best-fit packed)",
         seed="tohoku-nlp-hf-models.txt (bybert-jp-100m / -200m / -400m)",
         trainer="torch",
         parameters={"variants": ["byte"], "mecab_dic": "unidic_lite", "word_splitter": "mecab",
                     "stage1_corpus": "cc100", "masked_lm_prob": 0.30, "whole_word_masking": True,
-                    "next_sentence_prediction": False},
-        defining=(*_OBJECTIVE, "variants"),
+                    "next_sentence_prediction": False, "torch_plan": "bybert"},
+        defining=(*_OBJECTIVE, "variants", "torch_plan"),
         departures=("words from MeCab unidic-lite unless word_splitter=vibrato with vibrato_dict_url (the "
                     "bccwj-suw+unidic-cwj 3.1.1 system.dic.zst from vibrato's release archive; no default URL, "
                     "so word_splitter stays 'mecab')", "CC-100 + Wikipedia instead of the llm-jp-corpus v3 subset"),

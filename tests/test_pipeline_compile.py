@@ -95,9 +95,9 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
                 shard_loops.append(task)
     # The variants are laid out once per stage-1 corpus (cc100, wikipedia: two stages; none: one); per
     # Model Garden variant: stage-1 (two stages only), Wikipedia and held-out shard loops; per
-    # PyTorch-trainer variant (cc100 only): token shards of both corpora
+    # PyTorch-trainer variant (cc100 only): token shards of both corpora and held-out token shards
     model_garden, torch = (len(parameters.TRAINER_VARIANTS[t]) for t in ("model-garden", "torch"))
-    assert len(shard_loops) == 2 * 3 * model_garden + 2 * model_garden + 2 * torch
+    assert len(shard_loops) == 2 * 3 * model_garden + 2 * model_garden + 3 * torch
     assert {t.iterator_policy.parallelism_limit for t in shard_loops} >= {profiles.get("gcp").data_parallelism}
     # training consumes the collected outputs of the shard loops
     trains = [t for _o, n, t in tasks if n.startswith("train-model")]
@@ -112,14 +112,15 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
     # WordPiece steps only when a variant built on them is selected
     conditions = [t for _o, _n, t in tasks if "variants-selected" in t.trigger_policy.condition]
     assert len(conditions) == 3 * (1 + model_garden) + torch
-    # and within each Model Garden variant, JGLUE or not (tests/test_jglue.py checks that branch)
-    assert len([t for _o, _n, t in tasks if "jglue_uri" in t.trigger_policy.condition]) == 2 * 3 * model_garden
+    # and within each variant, JGLUE or not (tests/test_jglue.py checks that branch)
+    assert len([t for _o, _n, t in tasks if "jglue_uri" in t.trigger_policy.condition]) == 2 * (3 * model_garden
+                                                                                                 + torch)
     subs = []
     for cond in conditions:
         inner = spec.components[cond.component_ref.name].dag.tasks
         subs += [n for n in inner if n.startswith("bert-japanese-")]
     assert len([n for n in subs if n.startswith("bert-japanese-variant")]) == 3 * model_garden
-    assert len([n for n in subs if n.startswith("bert-japanese-torch-data")]) == torch
+    assert len([n for n in subs if n.startswith("bert-japanese-torch-variant")]) == torch
     # caching: on for every step but source resolution and the exit task
     for _owner, name, task in tasks:
         if task.component_ref.name in spec.components and spec.components[task.component_ref.name].HasField("dag"):
@@ -146,6 +147,35 @@ def test_platform_settings_per_profile(tmp_path):
     # local: no Kubernetes settings at all
     _spec, local_platform = compile_to(tmp_path, "local")
     assert not k8s_configs(local_platform)
+
+
+def test_gpu_profile_gives_the_pytorch_trainer_its_accelerators_image_and_ranks(tmp_path):
+    """gke-gpu: the train-torch task asks for the profile's GPUs (type and count), lands on the GPU
+    nodes (their node selector, plus their taint's toleration), runs the GPU image and one torchrun
+    rank per GPU; every other task keeps the CPU node pool and no accelerator."""
+    spec, platform = compile_to(tmp_path, "gke-gpu")
+    cfgs = k8s_configs(platform)
+    gpu = profiles.get("gke-gpu").platform.accelerators["train-torch"]
+    executors = deployment(spec).executors
+    trains = [t for _o, n, t in all_tasks(spec) if n == "train-torch"]
+    assert trains
+    for train in trains:
+        label = spec.components[train.component_ref.name].executor_label
+        container = executors[label].container
+        assert container.resources.accelerator.resource_type == gpu.type
+        assert container.resources.accelerator.resource_count == str(gpu.count)
+        assert container.image == images.image(gpu.image)
+        assert _constant(train, "processes") == gpu.count > 1
+        assert dict(cfgs[label].node_selector.labels) == gpu.node_selector
+        assert "nvidia.com/gpu" in [t.key for t in cfgs[label].tolerations]
+    for name, ex in executors.items():
+        if ex.container.image != images.image(gpu.image):
+            assert not ex.container.resources.HasField("accelerator"), name
+            if name in cfgs:
+                assert dict(cfgs[name].node_selector.labels) == profiles.get("gke-gpu").platform.node_selector, name
+    # CPU profiles: no accelerator anywhere
+    spec, _ = compile_to(tmp_path, "gcp")
+    assert not any(ex.container.resources.HasField("accelerator") for ex in deployment(spec).executors.values())
 
 
 def test_secrets_become_env_from_secret_references_only(tmp_path, monkeypatch):
@@ -241,15 +271,23 @@ def test_cluster_tasks_read_the_run_id_from_the_pod_label_and_training_retries(t
         assert policy.backoff_factor == 2.0 and policy.backoff_max_duration.seconds == 3600
         root = train.inputs.parameters["training_root"].runtime_value.constant.string_value
         assert root == ("" if profile == "kind" else "gs://bertja-test/root/bertja-training")  # kind: MinIO root
+    # The PyTorch trainer retries too, resuming in its content-named dir under the same root.
+    torch_trains = [t for _o, n, t in all_tasks(spec) if n == "train-torch"]
+    assert torch_trains
+    for train in torch_trains:
+        assert train.retry_policy.max_retry_count == 3
+        root = train.inputs.parameters["training_root"].runtime_value.constant.string_value
+        assert root == ("" if profile == "kind" else "gs://bertja-test/root/bertja-training")
     # Only training retries: a data step failing is a bug to read, not to repeat.
-    assert all(not t.HasField("retry_policy") for _o, n, t in all_tasks(spec) if n != "train-model")
+    assert all(not t.HasField("retry_policy") for _o, n, t in all_tasks(spec) if n not in ("train-model",
+                                                                                         "train-torch"))
 
 
 def test_local_runs_fail_fast_and_train_inside_the_task_output(tmp_path):
     spec, _ = compile_to(tmp_path, "local")
     for _o, name, task in all_tasks(spec):
         assert not task.HasField("retry_policy"), name
-        if name == "train-model":
+        if name in ("train-model", "train-torch"):
             assert task.inputs.parameters["training_root"].runtime_value.constant.string_value == ""
 
 
@@ -258,9 +296,11 @@ def _constant(task, name):
     return json_format.MessageToDict(value)
 
 
-def test_recipe_layout_stage1_corpus_mecab_steps_and_the_torch_hand_off(tmp_path):
+def test_recipe_layout_stage1_corpus_mecab_steps_and_the_torch_trainer(tmp_path):
     """Issue 12: CC-100 is read only for stage1_corpus=cc100, MeCab WordPiece only for its variants,
-    one-stage recipes train once from scratch, PyTorch-trainer variants end with token shards."""
+    one-stage recipes train once from scratch. Issue 13: PyTorch-trainer variants train on token shards
+    of both corpora with train_torch, whose Hugging Face directory is evaluated on held-out token shards
+    and published as is (no conversion)."""
     spec, _ = compile_to(tmp_path, "gcp")
     tasks = all_tasks(spec)
     owner_of = {}  # task name without KFP's "-N" suffix -> the components holding such a task
@@ -288,19 +328,37 @@ def test_recipe_layout_stage1_corpus_mecab_steps_and_the_torch_hand_off(tmp_path
     for _o, name, task in tasks:
         if name.startswith("pretraining-data"):
             assert _constant(task, "data_format") in ("tfrecord", "shards")
-    # PyTorch-trainer variants: token shards (unmasked, one pass, no NSP) and the hand-off, no training
-    torch_subs = [n for n, c in spec.components.items() if n.startswith("comp-bert-japanese-torch-data")]
+    # PyTorch-trainer variants: token shards (unmasked, one pass, no NSP), train_torch, evaluate, publish
+    torch_subs = [n for n, c in spec.components.items() if n.startswith("comp-bert-japanese-torch-variant")]
     assert torch_subs
     for comp in torch_subs:
         inner = spec.components[comp].dag.tasks
-        assert "torch-handoff" in inner and not any(n.startswith("train-model") for n in inner)
-        loops = [spec.components[t.component_ref.name].dag.tasks for t in inner.values()
-                 if t.HasField("parameter_iterator")]
-        shards = [t for loop in loops for n, t in loop.items() if n.startswith("pretraining-data")]
-        assert len(shards) == 2
+        assert not any(n.startswith(("train-model", "convert-model")) for n in inner)
+        loops = {n: spec.components[t.component_ref.name].dag.tasks for n, t in inner.items()
+                 if t.HasField("parameter_iterator")}
+        shown = {n: inner[n].task_info.name for n in loops}  # the loop's name in the UI
+        shards = [t for loop in loops.values() for n, t in loop.items() if n.startswith("pretraining-data")]
+        assert len(shards) == 3 and set(shown.values()) == {"stage1-token-shards", "wikipedia-token-shards",
+                                                            "heldout-token-shards"}
         for t in shards:
             assert _constant(t, "data_format") == "shards" and _constant(t, "next_sentence_prediction") is False
             assert _constant(t, "dupe_factor") == 1
+        train = inner["train-torch"]
+        producers = {k: shown.get(a.task_output_artifact.producer_task) for k, a in train.inputs.artifacts.items()}
+        assert producers["shards"] == "stage1-token-shards" and producers["more_shards"] == "wikipedia-token-shards"
+        assert train.inputs.parameters["plan"].component_input_parameter.endswith("torch_plan")
+        evaluate = inner["evaluate-model"]
+        assert evaluate.inputs.artifacts["hf_model"].task_output_artifact.producer_task == "train-torch"
+        assert shown[evaluate.inputs.artifacts["heldout"].task_output_artifact.producer_task] == "heldout-token-shards"
+        for key in ("seq_length", "mask_rate"):  # the last stage's, from the trainer
+            assert evaluate.inputs.parameters[key].task_output_parameter.producer_task == "train-torch"
+        publish = inner["publish-model"]
+        assert publish.inputs.artifacts["hf_model"].task_output_artifact.producer_task == "train-torch"
+        assert any(n.startswith("condition") for n in inner)  # JGLUE or not, as for Model Garden variants
+    # On a CPU profile the trainer runs on the CPU image as one process
+    train_execs = {spec.components[t.component_ref.name].executor_label for _o, n, t in tasks if n == "train-torch"}
+    assert {deployment(spec).executors[e].container.image for e in train_execs} == {images.image("convert")}
+    assert all(_constant(t, "processes") == 1 for _o, n, t in tasks if n == "train-torch")
 
 
 # The KFP 2.17 backend turns the pipeline spec into one Argo Workflow object, which Kubernetes keeps in
@@ -342,7 +400,7 @@ def estimated_workflow_bytes(spec: dict) -> int:
     return sum(arguments.values()) + tasks
 
 
-@pytest.mark.parametrize("profile", ["gcp", "kind"])
+@pytest.mark.parametrize("profile", ["gcp", "kind", "gke-gpu"])
 def test_the_argo_workflow_fits_etcd(tmp_path, profile):
     """Recipes are data (the layout is the same for every one), so one compile per profile says it."""
     path = tmp_path / f"{profile}.yaml"

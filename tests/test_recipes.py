@@ -222,23 +222,35 @@ def test_training_identity_changes_only_for_other_recipes(tmp_path):
     assert training_identity(**args, next_sentence_prediction=False)["next_sentence_prediction"] is False
 
 
-def test_the_torch_hand_off_publishes_the_tokenizer_and_names_the_shards(tmp_path):
-    from components.publish.naming import data_release_name, model_name
-    from components.train.handoff import HANDOFF_FILE, handoff_markdown, write_handoff
+def test_release_names_keep_the_recipes_and_name_other_tokenizers():
+    from components.publish.naming import model_name, release_name
 
-    tok = tmp_path / "tok"
-    tok.mkdir()
-    (tok / "tokenizer.json").write_text("{}")
-    target = tmp_path / "rel" / data_release_name("tiny", "byte", "20240101")
-    shards = {"cc100": [{"shard": "corpus_01.txt", "files": ["/x/1.bin"], "stats": {"tokens": 5}}], "wikipedia": []}
-    manifest = write_handoff(str(target), variant="byte", tokenizer_dir=str(tok), shards=shards, settings={})
-    assert (target / "tokenizer" / "tokenizer.json").is_file()
-    import json
-    assert json.loads((target / HANDOFF_FILE).read_text())["shards"] == shards
-    assert "PyTorch trainer" in manifest["message"] and "PyTorch trainer" in handoff_markdown(manifest)
-    assert target.name == "bert-tiny-japanese-byte-20240101-torch-data"
     assert model_name("base", "character") == "bert-base-japanese-char"  # the recipe's names are kept
     assert model_name("base", "wordpiece") == "bert-base-japanese"
+    assert release_name("tiny", "byte", "20240101") == "bert-tiny-japanese-byte-20240101"
+
+
+def test_pytorch_trainer_recipes_name_their_plan_and_it_fits_the_profiles():
+    """Issue 13: each PyTorch-trainer preset defines its trainer plan; the small profiles shrink the
+    plan's model to its family's tiny shape and their lengths fit every architecture."""
+    from components.torch_train import configs
+    from components.torch_train.step import resolve_architecture
+
+    plans = {r.name: r.values()["torch_plan"] for r in recipes.RECIPES.values() if r.trainer == "torch"}
+    assert plans == {"rinna-roberta": "rinna-roberta", "modernbert-ja": "modernbert-ja", "bybert": "bybert"}
+    for name, plan in plans.items():
+        assert "torch_plan" in recipes.get(name).defining and "issue 13" not in recipes.get(name).description
+        for profile in ("local", "kind"):
+            values = commands.pipeline_values(profile, {}, for_run=False, recipe=name)
+            arch = resolve_architecture(plan, values["torch_architecture"])
+            assert arch.endswith("-tiny") and configs.ARCHITECTURES[arch].family == configs.ARCHITECTURES[
+                configs.plan(plan).architecture].family
+        assert resolve_architecture(plan, "") == configs.plan(plan).architecture
+    with pytest.raises(BadInput, match="torch_plan"):  # a torch run without a plan
+        parameters.validate(parameters.merged({**recipes.get("bybert").values(), "torch_plan": ""}), for_run=False)
+    with pytest.raises(BadInput, match="torch_seq_lengths"):  # RoBERTa's position table ends at 512
+        parameters.validate(parameters.merged({**recipes.get("rinna-roberta").values(),
+                                               "torch_seq_lengths": [1024]}), for_run=False)
 
 
 # ---------------------------------------------------------------------------
@@ -302,32 +314,6 @@ def test_local_yoheikikuta_sp_trains_a_sentencepiece_bert(tmp_path_factory):
     assert [s["stage"] for s in trained["stages"]] == [1, 2]
 
 
-@pytest.mark.slow
-def test_local_bybert_ends_with_tokenizer_shards_and_the_pytorch_trainer_message(tmp_path_factory, capsys):
-    from transformers import AutoTokenizer
-
-    from components.pretraining_data.shards import read_token_shards
-
-    out, result = _run(tmp_path_factory, "bybert")
-    (data,) = result["models"]
-    assert "model_dir" not in data and "needs the PyTorch trainer (issue 13)" in data["message"]
-    assert data["shards"]["cc100"] >= 1 and data["shards"]["wikipedia"] >= 1
-    tok = AutoTokenizer.from_pretrained(data["tokenizer_dir"])
-    assert tok.decode(tok("東京")["input_ids"], skip_special_tokens=True) == "東京"
-    import json
-    import os
-
-    with open(os.path.join(data["data_dir"], "bertja_torch_data.json"), encoding="utf-8") as f:
-        handoff = json.load(f)
-    uri = handoff["shards"]["wikipedia"][0]["files"][0]
-    shards = read_token_shards(uri)
-    assert len(shards) > 0 and shards.tokenizer_type == "byte", uri
-    ids, word_starts = next(iter(shards.iter_documents()))
-    assert len(ids) == len(word_starts) and not all(word_starts)  # whole words over bytes: MeCab words
-    assert not _manifests(out, "final_model_dir"), "a PyTorch-trainer recipe trained with Model Garden"
-    assert bertja(["recipes"]) == 0 and "bybert" in capsys.readouterr().out
-
-
 def test_a_model_with_a_tokenizer_json_instead_of_vocab_txt_evaluates_and_publishes(tmp_path):
     """SentencePiece and byte models (yoheikikuta-sp) carry tokenizer.json, not vocab.txt."""
     import os
@@ -359,17 +345,13 @@ def test_a_model_with_a_tokenizer_json_instead_of_vocab_txt_evaluates_and_publis
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tohoku-v1", "rinna-roberta", "modernbert-ja"])
-def test_local_run_of_the_other_presets_ends_with_a_model_or_tokenizer_and_shards(tmp_path_factory, name):
+def test_local_run_of_tohoku_v1_ends_with_an_ipadic_model(tmp_path_factory):
+    """The PyTorch-trainer presets' local runs: tests/test_torch_pipeline_local.py."""
     from transformers import AutoTokenizer
 
-    _out, result = _run(tmp_path_factory, name)
+    _out, result = _run(tmp_path_factory, "tohoku-v1")
     (found,) = result["models"]
-    if recipes.get(name).trainer == "torch":
-        assert "PyTorch trainer" in found["message"] and found["shards"]["cc100"] and found["shards"]["wikipedia"]
-        tok = AutoTokenizer.from_pretrained(found["tokenizer_dir"])
-    else:
-        tok = AutoTokenizer.from_pretrained(found["model_dir"])
-        assert len(commands.fill_mask(found["model_dir"], top_k=2)) == 2
+    tok = AutoTokenizer.from_pretrained(found["model_dir"])
+    assert len(commands.fill_mask(found["model_dir"], top_k=2)) == 2
     text = "東京は日本の首都です。"
     assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True).replace(" ", "") == text

@@ -1,4 +1,4 @@
-"""KFP components: fill-mask sanity and held-out masked-LM accuracy of the converted model; JGLUE
+"""KFP components: fill-mask sanity and held-out masked-LM accuracy of a converted or PyTorch-trained model; JGLUE
 (identity, fetch, one fine-tuning task per JGLUE task, the results table)."""
 
 from typing import List
@@ -11,14 +11,18 @@ from components.images import image
 
 @dsl.component(base_image=image("convert"), install_kfp_package=False)
 def evaluate_model(hf_model: Input[Model], heldout: Input[List[Dataset]], metrics: Output[Metrics],
-                   fill_mask: Output[Markdown], results: Output[Dataset]):
-    """Fill-mask on fixed sentences (a table in the UI) and MLM/NSP accuracy on held-out records."""
+                   fill_mask: Output[Markdown], results: Output[Dataset], seq_length: int = 0,
+                   mask_rate: float = 0.15):
+    """Fill-mask on fixed sentences (a table in the UI) and MLM/NSP accuracy on held-out records
+    (TFRecords), or MLM accuracy on held-out token shards masked at ``mask_rate`` in sequences of
+    ``seq_length`` (the PyTorch trainer's last stage)."""
     from components import artifacts, reports
     from components.evaluate.core import evaluate_model as evaluate
 
     eval_data = [f for h in heldout for f in artifacts.data_files(h.uri, h.path)]
     out_dir = artifacts.data_root(results.uri, results.path)
-    result = evaluate(artifacts.data_root(hf_model.uri, hf_model.path), output_dir=out_dir, eval_data=eval_data)
+    result = evaluate(artifacts.data_root(hf_model.uri, hf_model.path), output_dir=out_dir, eval_data=eval_data,
+                      seq_length=int(seq_length), mask_rate=float(mask_rate))
     artifacts.write_manifest(results.path, {"files": sorted(result.get("files", [])), "metrics": result.get("metrics", {})})
     reports.log_metrics(metrics, result.get("metrics", {}))
     with open(fill_mask.path, "w") as f:

@@ -1,9 +1,11 @@
-"""Evaluation of a converted Hugging Face model (recipe step 11), on CPU.
+"""Evaluation of a Hugging Face model (recipe step 11), on CPU: a converted BERT
+(``BertForPreTraining``) or a masked-LM of the PyTorch trainer (ModernBERT, RoBERTa, EuroBERT, BERT).
 
 Three checks, each optional but the first:
 - fill-mask on fixed sentences: what a person looks at to see the model learned Japanese;
-- masked-LM and next-sentence accuracy/loss on held-out pretraining TFRecords, computed
-  with the converted PyTorch model (so it also checks the conversion end to end);
+- masked-LM (and next-sentence) accuracy/loss on held-out data: pretraining TFRecords, computed
+  with the converted PyTorch model (so it also checks the conversion end to end), or token
+  shards (the PyTorch trainer's data), masked at a fixed seed as its loader masks them;
 - a small fine-tuning run (sequence classification on JSONL) with accuracy and macro-F1.
 
 Results land in ``output_dir`` as ``metrics.json`` (machine-readable) and
@@ -66,8 +68,9 @@ def read_sentences(uri: str) -> list[str]:
 
 
 def load_model(model_dir: str):
-    """Tokenizer and BertForPreTraining from a local or gs:// model directory, in eval mode."""
-    from transformers import AutoTokenizer, BertForPreTraining
+    """Tokenizer and model from a local or gs:// model directory, in eval mode: BertForPreTraining
+    for a converted BERT (its NSP head is evaluated too), else the masked-LM its config names."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForPreTraining
 
     from components.tokenizer.files import FAST_TOKENIZER_FILE, VOCAB_FILE
 
@@ -77,7 +80,9 @@ def load_model(model_dir: str):
         if not any(storage.exists(storage.join(local, name)) for name in names):
             raise BadInput(f"{storage.join(model_dir, names[0])}: missing; not a converted model directory?")
     tokenizer = AutoTokenizer.from_pretrained(local)
-    model = BertForPreTraining.from_pretrained(local).eval()
+    architectures = storage.read_json_object(storage.join(local, "config.json")).get("architectures") or []
+    model_class = BertForPreTraining if "BertForPreTraining" in architectures else AutoModelForMaskedLM
+    model = model_class.from_pretrained(local).eval()
     if model.config.vocab_size != len(tokenizer):
         raise BadInput(f"{model_dir}: the model has {model.config.vocab_size} tokens, its tokenizer {len(tokenizer)}")
     return tokenizer, model
@@ -101,20 +106,25 @@ def _local_model_dir(model_dir: str) -> str:
 
 def fill_mask(tokenizer, model, sentences: list[str], *, top_k: int = 5) -> list[dict]:
     """Top-k tokens and probabilities for each sentence's ``[MASK]`` (what the fill-mask pipeline
-    computes, from BertForPreTraining's prediction logits)."""
+    computes, from BertForPreTraining's prediction logits or a masked-LM's logits)."""
+    import inspect
+
     import torch
 
     if top_k < 1:
         raise BadInput(f"top_k={top_k}: must be at least 1")
+    accepted = inspect.signature(model.forward).parameters
     results = []
     for sentence in sentences:
         encoded = tokenizer(sentence, return_tensors="pt", truncation=True,
-                            max_length=model.config.max_position_embeddings)
+                            max_length=min(model.config.max_position_embeddings, 512))
+        encoded = {k: v for k, v in encoded.items() if k in accepted}  # e.g. ModernBERT takes no token types
         where = (encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()
         if len(where) != 1:
             raise BadInput(f"fill-mask sentence {sentence!r}: tokenizes to {len(where)} {MASK} tokens, needs one")
         with torch.no_grad():
-            logits = model(**encoded).prediction_logits[0, where[0]]
+            out = model(**encoded)
+            logits = (out.prediction_logits if hasattr(out, "prediction_logits") else out.logits)[0, where[0]]
         probs, ids = torch.softmax(logits, -1).topk(min(top_k, logits.shape[-1]))
         predictions = []
         for p, i in zip(probs.tolist(), ids.tolist()):
@@ -217,12 +227,69 @@ def pretraining_metrics(model, eval_data: list[str], *, batch_size: int = 32,
     return metrics
 
 
+# Token shards: masked as the PyTorch trainer's loader masks (80-10-10, whole words where the
+# tokenizer marks them), one document per sequence, at this fixed seed: every model of a run
+# is scored on the same masked tokens.
+HELDOUT_SEED = 20240101
+HELDOUT_MASK_RATE = 0.15
+LOGIT_BUDGET = 1 << 26  # floats of full-vocabulary logits per batch (256 MB): rows = budget / (length x vocab)
+
+
+def is_token_shards(uri: str) -> bool:
+    from components.pretraining_data.shards import META_FILE
+
+    return storage.exists(storage.join(uri, META_FILE))
+
+
+def token_shard_metrics(model, tokenizer_dir: str, shard_dirs: list[str], *, seq_length: int,
+                        mask_rate: float = HELDOUT_MASK_RATE, batch_size: int = 32,
+                        max_examples: int | None = DEFAULT_MAX_EVAL_BATCHES * 32) -> dict:
+    """Masked-LM accuracy and loss on held-out token shards, the model numbering positions itself
+    as the fill-mask pipeline lets it (a RoBERTa whose positions were trained offset must agree)."""
+    import torch
+
+    from components.tokenizer.files import read_tokenizer_info
+    from components.torch_train import data
+
+    info = read_tokenizer_info(tokenizer_dir)
+    vocab_size = int(info["vocab_size"])
+    if model.config.vocab_size != vocab_size:
+        raise BadInput(f"{tokenizer_dir}: tokenizer of {vocab_size} tokens, the model has {model.config.vocab_size}")
+    documents = data.load_documents(shard_dirs, vocab_size=vocab_size, tokenizer_type=info["type"])
+    if not len(documents):
+        raise BadInput(f"{', '.join(shard_dirs)}: the held-out shards hold no document")
+    dataset = data.PretrainingDataset(documents, seq_length=int(seq_length), packing="none",
+                                      mask_rate=float(mask_rate), whole_word=info["word_splitter"] != "none",
+                                      seed=HELDOUT_SEED, stage=0, epoch=0)
+    total = len(dataset) if not max_examples else min(len(dataset), int(max_examples))
+    rows = max(1, min(int(batch_size), LOGIT_BUDGET // (int(seq_length) * vocab_size)))
+    loss_sum = correct = masked = 0.0
+    progress = Progress("evaluate masked-LM", "examples")
+    for start in range(0, total, rows):
+        batch = data.collate([dataset[i] for i in range(start, min(start + rows, total))])
+        with torch.inference_mode():
+            logits = model(input_ids=batch["input_ids"], attention_mask=(batch["segment_ids"] != 0).long()).logits
+        labels = batch["labels"]
+        at = labels != data.IGNORE_INDEX
+        picked, wanted = logits[at].float(), labels[at]
+        loss_sum += float(torch.nn.functional.cross_entropy(picked, wanted, reduction="sum"))
+        correct += float((picked.argmax(-1) == wanted).sum())
+        masked += float(at.sum())
+        progress.add(len(labels))
+    progress.done()
+    return {"eval_examples": total, "masked_tokens": int(masked),
+            "masked_lm_accuracy": correct / masked if masked else None,
+            "masked_lm_loss": loss_sum / masked if masked else None,
+            "masked_lm_perplexity": math.exp(loss_sum / masked) if masked else None}
+
+
 def evaluate_model(model_dir: str, *, output_dir: str, eval_data: tuple[str, ...] | list[str] = (),
                    sentences: str | None = None, top_k: int = 5, batch_size: int = 32,
                    max_eval_batches: int | None = DEFAULT_MAX_EVAL_BATCHES, finetune_train: str | None = None,
                    finetune_eval: str | None = None, finetune_epochs: int = 2,
                    finetune_max_seq_length: int = 128, finetune_learning_rate: float = 5e-5,
-                   finetune_batch_size: int = 16, seed: int = 0) -> dict:
+                   finetune_batch_size: int = 16, seed: int = 0, seq_length: int = 0,
+                   mask_rate: float = HELDOUT_MASK_RATE) -> dict:
     """Runs the evaluations and writes ``metrics.json``, ``report.md`` and ``fill_mask.json``.
 
     Returns ``{"model_dir", "metrics", "fill_mask", "eval_data", "finetune", "files", "markdown"}``:
@@ -243,7 +310,16 @@ def evaluate_model(model_dir: str, *, output_dir: str, eval_data: tuple[str, ...
 
     result: dict = {"model_dir": model_dir, "metrics": {}, "eval_data": eval_data, "finetune": None}
     result["fill_mask"] = fill_mask(tokenizer, model, sentence_list, top_k=top_k)
-    if eval_data:
+    shards = [u for u in eval_data if is_token_shards(u)]
+    if shards and len(shards) != len(eval_data):
+        raise BadInput(f"held-out data mixes token shards and TFRecords: {', '.join(eval_data)}")
+    if shards:
+        if seq_length < 8:
+            raise BadInput(f"seq_length={seq_length}: token shards are masked at a sequence length (>= 8)")
+        result["metrics"].update(token_shard_metrics(
+            model, _local_model_dir(model_dir), shards, seq_length=seq_length, mask_rate=mask_rate,
+            batch_size=batch_size, max_examples=max_eval_batches * batch_size if max_eval_batches else None))
+    elif eval_data:
         result["metrics"].update(pretraining_metrics(model, eval_data, batch_size=batch_size,
                                                      max_eval_batches=max_eval_batches))
     if finetune_train:

@@ -3,7 +3,7 @@
 from typing import List, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from components.images import image
 
@@ -78,35 +78,3 @@ def train_model(stage1_examples: Input[List[Dataset]], stage2_examples: Input[Li
     with open(loss_curve.path, "w") as f:
         f.write(reports.loss_curve_html(f"Training loss ({variant}, {model_size})", history))
     return namedtuple("Training", ["tpu_node", "model_dir"])(result.get("node_name", ""), result["model_dir"])
-
-
-@dsl.component(base_image=image("data"), install_kfp_package=False)
-def torch_handoff(tokenizer: Input[Model], stage1_shards: Input[List[Dataset]], stage2_shards: Input[List[Dataset]],
-                  variant: str, model_size: str, release_uri: str, wikipedia_dump_date: str, masked_lm_prob: float,
-                  whole_word_masking: bool, handoff: Output[Dataset], report: Output[Markdown]):
-    """A PyTorch-trainer recipe's last step until that trainer exists (issue 13): the tokenizer and the
-    list of token shards go to the release location, with a message saying training needs it."""
-    from components import artifacts, storage
-    from components.publish.naming import data_release_name
-    from components.train.handoff import handoff_markdown, write_handoff
-
-    def listed(examples):
-        out = []
-        for e in examples:
-            manifest = artifacts.read_manifest(e.path)
-            out.append({"shard": manifest.get("shard", ""), "stats": manifest.get("stats", {}),
-                        "files": [artifacts.resolve(e.uri, e.path, n) for n in manifest["files"]]})
-        return out
-
-    target = artifacts.data_root(handoff.uri, handoff.path)
-    if release_uri:
-        target = storage.join(release_uri.rstrip("/"), data_release_name(model_size, variant, wikipedia_dump_date))
-    manifest = write_handoff(target, variant=variant, tokenizer_dir=artifacts.data_root(tokenizer.uri, tokenizer.path),
-                             shards={"cc100": listed(stage1_shards), "wikipedia": listed(stage2_shards)},
-                             settings={"masked_lm_prob": float(masked_lm_prob),
-                                       "whole_word_masking": bool(whole_word_masking), "model_size": model_size})
-    artifacts.write_manifest(handoff.path, {"release_uri": target, "message": manifest["message"]})
-    handoff.metadata.update({"release_uri": target, "variant": variant})
-    print(manifest["message"], flush=True)
-    with open(report.path, "w") as f:
-        f.write(handoff_markdown(manifest))
