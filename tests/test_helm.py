@@ -37,6 +37,10 @@ GOOD_VALUES = {
                        "kfpEndpoint": "http://ml-pipeline.kubeflow:8888", "minAgeSeconds": 7200,
                        "podAnnotations": {"sidecar.istio.io/inject": "false"}},
     },
+    "TrainJobs with their janitor, also for KFP standalone's runner": {
+        "trainjob": {"enabled": True, "serviceAccounts": ["pipeline-runner"], "runtimes": ["torch-distributed", "torch-h100"],
+                     "janitor": {"enabled": True, "dryRun": True, "podAnnotations": {"sidecar.istio.io/inject": "false"}}},
+    },
     "multi-user, run on install, existing account": {
         "serviceAccount": {"create": False, "name": "team-runner"},
         "rbac": {"create": False},
@@ -359,6 +363,17 @@ BAD_VALUES = {
     "janitor zone that is no zone": ({"tpuJanitor": {"zone": "europe-west4"}}, "/tpuJanitor/zone"),
     "janitor endpoint that is no URL": ({"tpuJanitor": {"kfpEndpoint": "ml-pipeline:8888"}}, "/tpuJanitor/kfpEndpoint"),
     "janitor with a negative minimum age": ({"tpuJanitor": {"minAgeSeconds": -1}}, "/tpuJanitor/minAgeSeconds"),
+    "misspelt trainjob key": ({"trainjob": {"enable": True}}, "enable"),
+    "no training runtime": ({"trainjob": {"runtimes": []}}, "/trainjob/runtimes"),
+    "training runtime that is no name": ({"trainjob": {"runtimes": ["Torch Distributed"]}}, "/trainjob/runtimes/0"),
+    "trainer namespace that is no name": ({"trainjob": {"trainerNamespace": "Kubeflow_System"}},
+                                          "/trainjob/trainerNamespace"),
+    "service account that is no name": ({"trainjob": {"serviceAccounts": ["Pipeline Runner"]}},
+                                        "/trainjob/serviceAccounts/0"),
+    "trainjob janitor cron with KFP's six fields": ({"trainjob": {"janitor": {"schedule": "0 */30 * * * *"}}},
+                                                    "/trainjob/janitor/schedule"),
+    "trainjob janitor endpoint that is no URL": ({"trainjob": {"janitor": {"kfpEndpoint": "ml-pipeline:8888"}}},
+                                                 "/trainjob/janitor/kfpEndpoint"),
 }
 
 
@@ -532,3 +547,180 @@ def test_the_janitor_cronjob_command_runs_against_the_apis(tmp_path):
     finally:
         tpu.stop()
         api.stop()
+
+
+# ---------------------------------------------------------------------------
+# Kubeflow Trainer TrainJobs: the RBAC against the requests the kubeflow client really sends.
+# ---------------------------------------------------------------------------
+
+TRAINJOBS_ON = {"trainjob": {"enabled": True, "serviceAccounts": ["pipeline-runner"], "janitor": {"enabled": True}}}
+# What the kubeflow 0.5 client and our control code send (tests/fake_k8s_api.py serves each):
+# (verb, resource, namespace or None for cluster-scoped).
+TRAINJOB_API = {("get", "configmaps", "kubeflow-system"), ("get", "trainingruntimes", NAMESPACE),
+                ("get", "clustertrainingruntimes", None), ("create", "trainjobs", NAMESPACE),
+                ("get", "trainjobs", NAMESPACE), ("list", "trainjobs", NAMESPACE), ("delete", "trainjobs", NAMESPACE),
+                ("list", "pods", NAMESPACE), ("get", "pods/log", NAMESPACE)}
+
+
+def api_request(method: str, path: str) -> dict:
+    """A Kubernetes API request's RBAC attributes (what the API server's authorizer sees)."""
+    m = (re.fullmatch(r"/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?",
+                      path)
+         or re.fullmatch(r"/apis/(?P<group>[^/]+)/[^/]+(?:/namespaces/(?P<ns>[^/]+))?/(?P<res>[^/]+)"
+                         r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?", path))
+    assert m, path
+    verb = {"POST": "create", "DELETE": "delete" if m["name"] else "deletecollection",
+            "GET": "get" if m["name"] else "list"}[method]
+    return {"group": m.groupdict().get("group") or "", "namespace": m["ns"], "name": m["name"], "verb": verb,
+            "resource": m["res"] + (f"/{m['sub']}" if m["sub"] else "")}
+
+
+def grants(docs: list[dict], account: str, request: dict) -> set[tuple]:
+    """The (role kind, role name, rule index, verb, resource) grants that allow ``request`` for the
+    service account ``account`` of the release namespace, evaluated as Kubernetes RBAC does: a
+    RoleBinding grants in its namespace only, a ClusterRoleBinding everywhere; resourceNames limit
+    requests that name an object."""
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+    found = set()
+    for binding in by_kind(docs, "RoleBinding") + by_kind(docs, "ClusterRoleBinding"):
+        if subject not in binding["subjects"]:
+            continue
+        if binding["kind"] == "RoleBinding" and request["namespace"] != binding["metadata"]["namespace"]:
+            continue
+        ref = binding["roleRef"]
+        roles = [r for r in by_kind(docs, ref["kind"]) if r["metadata"]["name"] == ref["name"]
+                 and (ref["kind"] == "ClusterRole" or r["metadata"]["namespace"] == binding["metadata"]["namespace"])]
+        for role in roles:
+            for i, rule in enumerate(role["rules"]):
+                names = rule.get("resourceNames")
+                if (request["group"] in rule["apiGroups"] and request["resource"] in rule["resources"]
+                        and request["verb"] in rule["verbs"] and (not names or request["name"] in names)):
+                    found.add((role["kind"], role["metadata"]["name"], i, request["verb"], request["resource"]))
+    return found
+
+
+def trainjob_grants(docs: list[dict]) -> set[tuple]:
+    """Every (role kind, name, rule index, verb, resource) the chart's TrainJob roles grant."""
+    return {(role["kind"], role["metadata"]["name"], i, verb, resource)
+            for role in by_kind(docs, "Role") + by_kind(docs, "ClusterRole")
+            if role["metadata"]["labels"].get("app.kubernetes.io/component") == "trainjob"
+            for i, rule in enumerate(role["rules"]) for verb in rule["verbs"] for resource in rule["resources"]}
+
+
+@pytest.fixture
+def k8s_api():
+    pytest.importorskip("kubeflow.trainer")
+    from fake_k8s_api import FakeKubernetesApi
+
+    api = FakeKubernetesApi(phase_s=0.2).start()
+    yield api
+    api.stop()
+
+
+def test_trainjob_rbac_covers_exactly_what_the_client_calls(k8s_api, tmp_path):
+    """The control step's whole lifecycle (a job that fails: its log is read, then it is deleted)
+    and the rendered janitor's `bertja trainjob gc`, through the real kubeflow client against the
+    stand-in API: every request is allowed by the rendered RBAC, for the chart's account and the
+    extra one, every TrainJob grant is used by some request, and without the flag none is there."""
+    from components.torch_train import trainjob
+
+    docs = manifests(TRAINJOBS_ON)
+    control = trainjob.TrainJobControl(NAMESPACE, api_server=k8s_api.endpoint, poll_s=0.05)
+    command = trainjob.trainer_command(plan="bert", data=["gs://b/d"], model_dir="gs://b/m", tokenizer_dir="gs://b/t")
+    failing = trainjob.JobSpec(name="bj-fails", image="img:1", command=tuple(command))
+    k8s_api.outcomes["bj-fails"] = ("Failed", "JobSetFailed", "node-0 exit 1")
+    k8s_api.logs["bj-fails"] = "RuntimeError: boom\n"
+    with pytest.raises(trainjob.TrainJobFailed):
+        trainjob.train_on_trainjob(control, failing, model_dir=str(tmp_path / "m"))
+
+    (cron,) = [c for c in by_kind(docs, "CronJob") if c["metadata"]["name"].endswith("-trainjob-gc")]
+    (container,) = pod_containers(cron)
+    kfp = FakeKfpApi()
+    try:
+        kfp.add_run("run-done", "SUCCEEDED")
+        leftover = trainjob.JobSpec(name=trainjob.trainjob_name("run-done", "base"), image="img:1",
+                                    command=tuple(command), labels=trainjob.run_labels("run-done", "base", "kfp"))
+        control.create(leftover)
+        k8s_api.jobs[(NAMESPACE, leftover.name)]["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"
+        result = run_container(container, tmp_path, {"--kfp-endpoint": kfp.endpoint},
+                               extra_args=("--api-server", k8s_api.endpoint, "--poll", "0.05"))
+    finally:
+        kfp.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    assert [d["name"] for d in json.loads(result.stdout)["deleted"]] == [leftover.name] and not k8s_api.jobs
+
+    requests = [api_request(method, path) for method, path, _code in k8s_api.requests]
+    assert {(r["verb"], r["resource"], r["namespace"]) for r in requests} == TRAINJOB_API
+    account = next(a["metadata"]["name"] for a in by_kind(docs, "ServiceAccount"))
+    for who in (account, "pipeline-runner"):
+        used = set()
+        for request in requests:
+            allowed = grants(docs, who, request)
+            assert allowed, f"{who} may not {request}"
+            used |= allowed
+        assert trainjob_grants(docs) <= used, f"granted but never used: {trainjob_grants(docs) - used}"
+    assert not grants(docs, "default", api_request("POST", f"/apis/trainer.kubeflow.org/v1/namespaces/{NAMESPACE}/trainjobs"))
+
+    without = manifests({})
+    assert not trainjob_grants(without)
+    for request in requests:
+        if request["resource"] != "pods":  # the step pods' own Role lists pods
+            assert not grants(without, account, request), request
+
+
+def test_trainjob_rbac_names_runtimes_and_the_configmap_and_needs_rbac_create():
+    values = GOOD_VALUES["TrainJobs with their janitor, also for KFP standalone's runner"]
+    docs = manifests(values)
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert cluster_role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["clustertrainingruntimes"],
+                                      "resourceNames": ["torch-distributed", "torch-h100"], "verbs": ["get"]}]
+    (cluster_binding,) = by_kind(docs, "ClusterRoleBinding")
+    assert [s["name"] for s in cluster_binding["subjects"]] == [f"{RELEASE}-bert-japanese-pipelines", "pipeline-runner"]
+    assert cluster_role["metadata"]["name"].startswith(f"{NAMESPACE}-"), "one per release namespace"
+    (trainer_role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["namespace"] == "kubeflow-system"]
+    assert trainer_role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                      "resourceNames": ["kubeflow-trainer-public"], "verbs": ["get"]}]
+    for role in by_kind(docs, "Role") + by_kind(docs, "ClusterRole"):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+            assert "watch" not in rule["verbs"] or role["metadata"]["labels"].get("app.kubernetes.io/component") != "trainjob"
+    quiet = manifests({"trainjob": {"enabled": True, "trainerNamespace": ""}})
+    assert {r["metadata"]["namespace"] for r in by_kind(quiet, "Role")} == {NAMESPACE}
+    unmanaged = manifests({"rbac": {"create": False}, "trainjob": {"enabled": True, "janitor": {"enabled": True}}})
+    assert not by_kind(unmanaged, "Role") and not by_kind(unmanaged, "ClusterRole")
+    assert [c["metadata"]["name"] for c in by_kind(unmanaged, "CronJob")] == [f"{RELEASE}-bert-japanese-pipelines-trainjob-gc"]
+
+
+def test_the_trainjob_janitor_needs_the_trainjob_flag():
+    with pytest.raises(helm.HelmRenderError, match="trainjob.janitor.enabled needs trainjob.enabled"):
+        render({"trainjob": {"janitor": {"enabled": True}}})
+
+
+def test_trainjob_janitor_gets_a_projected_api_token_where_the_in_cluster_client_reads_it():
+    from kubernetes.config import incluster_config
+
+    values = {"kfp": {"multiUser": True}, "trainjob": {"enabled": True, "janitor": {"enabled": True}},
+              "tpuJanitor": {"enabled": True, "project": "my-project", "zone": "us-central1-b"}}
+    crons = {c["metadata"]["labels"]["app.kubernetes.io/component"]: c for c in by_kind(manifests(values), "CronJob")}
+    assert set(crons) == {"tpu-gc", "trainjob-gc"}
+    (container,) = pod_containers(crons["trainjob-gc"])
+    assert container["image"] == images.image("tpu", registry=images.REGISTRY, tag=images.version())
+    assert container["args"] == ["trainjob", "gc", "--namespace", NAMESPACE, "--kfp-endpoint",
+                                 "http://ml-pipeline.kubeflow.svc.cluster.local:8888", "--min-age", "3600", "--multi-user"]
+    spec = pod_template(crons["trainjob-gc"])["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "kube-api-token"]
+    assert mount["readOnly"] and mount["mountPath"] == str(Path(incluster_config.SERVICE_TOKEN_FILENAME).parent)
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "kube-api-token"]
+    files = {item["path"] for source in volume["projected"]["sources"] for kind, s in source.items()
+             for item in ([s] if kind == "serviceAccountToken" else s["items"])}
+    # token and CA for the kubernetes client; namespace for kubeflow's default namespace.
+    assert {f"{mount['mountPath']}/{f}" for f in files} == {incluster_config.SERVICE_TOKEN_FILENAME,
+                                                            incluster_config.SERVICE_CERT_FILENAME,
+                                                            f"{mount['mountPath']}/namespace"}
+    assert "audience" not in volume["projected"]["sources"][0]["serviceAccountToken"], "the API server's audience"
+    assert {"name": "kfp-token", "mountPath": "/var/run/secrets/kubeflow/pipelines", "readOnly": True} in container["volumeMounts"]
+    # The TPU janitor talks to Google and KFP only.
+    assert all(v["name"] != "kube-api-token" for v in pod_template(crons["tpu-gc"])["spec"]["volumes"])

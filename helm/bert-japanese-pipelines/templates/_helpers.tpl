@@ -50,6 +50,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- fail "tpuJanitor.enabled needs tpuJanitor.zone or pipeline.parameters.gcp_zone (where the TPU VMs are)" -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.trainjob.janitor.enabled (not .Values.trainjob.enabled) -}}
+{{- fail "trainjob.janitor.enabled needs trainjob.enabled (the TrainJob RBAC it acts with)" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The TPU janitor's project and zone: explicit, else the pipeline's parameters. */}}
@@ -175,4 +178,101 @@ every action: schedule and submit check the run's parameters against it. */}}
 {{- else if .Values.kfp.multiUser -}}
 {{- .Release.Namespace -}}
 {{- end -}}
+{{- end -}}
+
+{{/* A janitor CronJob (`bertja tpu gc`, `bertja trainjob gc`) in the control image:
+(dict "root" $ "component" NAME "janitor" VALUES "args" LIST ["kubeApi" true]). The KFP endpoint,
+minimum age, dry run and multi-user flags follow ARGS; "kubeApi" mounts a projected Kubernetes API
+token where the in-cluster client looks (the pod's only API access; automounting stays off). */}}
+{{- define "bertja.janitorCronJob" -}}
+{{- $root := .root -}}
+{{- $j := .janitor -}}
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: {{ include "bertja.fullname" $root }}-{{ .component }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "bertja.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  schedule: {{ $j.schedule | quote }}
+  concurrencyPolicy: Forbid
+  startingDeadlineSeconds: 600
+  successfulJobsHistoryLimit: 3
+  failedJobsHistoryLimit: 3
+  jobTemplate:
+    spec:
+      # The next schedule is the retry; a failed pod stays for its logs.
+      backoffLimit: 0
+      activeDeadlineSeconds: {{ $j.activeDeadlineSeconds }}
+      template:
+        metadata:
+          labels:
+            {{- include "bertja.labels" $root | nindent 12 }}
+            app.kubernetes.io/component: {{ .component }}
+          {{- with $j.podAnnotations }}
+          annotations:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+        spec:
+          restartPolicy: Never
+          serviceAccountName: {{ include "bertja.serviceAccountName" $root }}
+          automountServiceAccountToken: false
+          securityContext:
+            {{- toYaml $root.Values.podSecurityContext | nindent 12 }}
+          containers:
+            - name: {{ .component }}
+              image: {{ include "bertja.image" (dict "key" "tpu" "root" $root) }}
+              imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+              command: ["bertja"]
+              args:
+                {{- range .args }}
+                - {{ include "bertja.arg" . }}
+                {{- end }}
+                - --kfp-endpoint
+                - {{ include "bertja.arg" ($j.kfpEndpoint | default $root.Values.kfp.endpoint) }}
+                - --min-age
+                - {{ $j.minAgeSeconds | quote }}
+                {{- if $j.dryRun }}
+                - --dry-run
+                {{- end }}
+                {{- if $root.Values.kfp.multiUser }}
+                - --multi-user
+                {{- end }}
+              resources:
+                {{- toYaml $j.resources | nindent 16 }}
+              securityContext:
+                {{- toYaml $root.Values.securityContext | nindent 16 }}
+              volumeMounts:
+                - {name: tmp, mountPath: /tmp}
+                {{- if .kubeApi }}
+                - {name: kube-api-token, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+                {{- end }}
+                {{- with include "bertja.kfpTokenMount" $root }}{{ . | nindent 16 }}{{ end }}
+          volumes:
+            - name: tmp
+              emptyDir: {sizeLimit: 64Mi}
+            {{- if .kubeApi }}
+            - name: kube-api-token
+              projected:
+                sources:
+                  - serviceAccountToken: {path: token, expirationSeconds: 3600}
+                  - configMap:
+                      name: kube-root-ca.crt
+                      items: [{key: ca.crt, path: ca.crt}]
+                  - downwardAPI:
+                      items: [{path: namespace, fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}]
+            {{- end }}
+            {{- with include "bertja.kfpTokenVolume" $root }}{{ . | nindent 12 }}{{ end }}
+{{- end -}}
+
+{{/* Who gets the TrainJob rights: the chart's service account and trainjob.serviceAccounts (this
+namespace's, e.g. KFP standalone's pipeline-runner when runs do not use the chart's account). */}}
+{{- define "bertja.trainjobSubjects" -}}
+{{- range prepend .Values.trainjob.serviceAccounts (include "bertja.serviceAccountName" .) | uniq }}
+- kind: ServiceAccount
+  name: {{ . }}
+  namespace: {{ $.Release.Namespace }}
+{{- end }}
 {{- end -}}
