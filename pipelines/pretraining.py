@@ -36,6 +36,7 @@ from components.pretraining_data.component import pretraining_data
 from components.publish.component import publish_model
 from components.tokenizer.component import alphabet, variant_tokenizer, wordpiece_tokenizer
 from components.tpu.component import release_compute
+from components.words.component import split_words
 from components.torch_train.component import train_torch
 from components.train.component import train_model
 from components.train.stages import training_root
@@ -61,14 +62,16 @@ def build(profile: Profile):
 
     def shard_data(names, shards, tokenizer, *, loop: str, max_seq_length, max_predictions, dupe_factor,
                    masked_lm_prob, short_seq_prob, data_seed, whole_word_masking, next_sentence_prediction,
-                   data_format, parallelism=profile.data_parallelism):
-        """One pretraining-data task per shard (ParallelFor); returns the task in the loop."""
+                   data_format, words=None, parallelism=profile.data_parallelism):
+        """One pretraining-data task per shard (ParallelFor); returns the task in the loop. ``words``: the
+        shards' MeCab words (split_words), which MeCab tokenizers read instead of the text."""
         with dsl.ParallelFor(names, parallelism=parallelism, name=loop) as shard:
             task = on(pretraining_data(
                 shards=shards, shard=shard, tokenizer=tokenizer, max_seq_length=max_seq_length,
                 max_predictions=max_predictions, dupe_factor=dupe_factor, masked_lm_prob=masked_lm_prob,
                 short_seq_prob=short_seq_prob, base_seed=data_seed, whole_word_masking=whole_word_masking,
-                next_sentence_prediction=next_sentence_prediction, data_format=data_format))
+                next_sentence_prediction=next_sentence_prediction, data_format=data_format,
+                **({"words": words} if words is not None else {})))
         return task
 
     # The PyTorch trainer in the pod; where the profile gives that step GPUs, the same function on the GPU
@@ -97,9 +100,9 @@ def build(profile: Profile):
                                   + ("two training stages" if two_stages else "one training stage (stage 2's "
                                      "settings, from scratch)") + ", conversion, evaluation, publishing.")
         def variant_pipeline(
-            variant: str, tokenizer: Model, stage1_shards: Dataset, stage1_names: List[str],
-            wikipedia_shards: Dataset, wikipedia_names: List[str], heldout_names: List[str], stage1_corpus: str,
-            stage1_max_seq_length: int, stage1_max_predictions: int, stage1_dupe_factor: int,
+            variant: str, tokenizer: Model, stage1_shards: Dataset, stage1_names: List[str], stage1_words: Dataset,
+            wikipedia_shards: Dataset, wikipedia_names: List[str], wikipedia_words: Dataset, heldout_names: List[str],
+            stage1_corpus: str, stage1_max_seq_length: int, stage1_max_predictions: int, stage1_dupe_factor: int,
             stage2_max_seq_length: int, stage2_max_predictions: int, stage2_dupe_factor: int,
             masked_lm_prob: float, short_seq_prob: float, data_seed: int, whole_word_masking: bool,
             next_sentence_prediction: bool,
@@ -139,10 +142,10 @@ def build(profile: Profile):
 
             # Stage 2 data: Wikipedia, seq 512, 76 predictions, dupe 30.
             stage2 = shard_data(wikipedia_names, wikipedia_shards, tokenizer, loop="wikipedia-shards",
-                                **stage2_shape, **masking)
+                                words=wikipedia_words, **stage2_shape, **masking)
             if two_stages:
                 # Stage 1 data: CC-100 (or Wikipedia), seq 128, 19 predictions, dupe 5 (one task per shard).
-                stage1 = shard_data(stage1_names, stage1_shards, tokenizer, loop="stage1-shards",
+                stage1 = shard_data(stage1_names, stage1_shards, tokenizer, loop="stage1-shards", words=stage1_words,
                                     max_seq_length=stage1_max_seq_length, max_predictions=stage1_max_predictions,
                                     dupe_factor=stage1_dupe_factor, **masking)
                 # Stage 1, then stage 2 on Wikipedia initialised from stage 1.
@@ -153,7 +156,7 @@ def build(profile: Profile):
             trained_model = trained.outputs["model"]
             # Held-out Wikipedia shard, same format as stage 2: masked-LM accuracy on unseen text.
             heldout = shard_data(heldout_names, wikipedia_shards, tokenizer, loop="heldout-shards", parallelism=0,
-                                 max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions,
+                                 words=wikipedia_words, max_seq_length=stage2_max_seq_length, max_predictions=stage2_max_predictions,
                                  dupe_factor=1, **masking)
             converted = on(convert_model(trained=trained_model, tokenizer=tokenizer), "convert")
             evaluated = on(evaluate_model(hf_model=converted.outputs["hf_model"],
@@ -349,24 +352,35 @@ def build(profile: Profile):
                            sp_normalization=sp_normalization, mecab_dic=mecab_dic, word_splitter=word_splitter,
                            seed=split_seed)
 
+            # MeCab once per shard for every MeCab variant (and their tokenizer's sample); nothing is split when
+            # the run has none.
+            uses_mecab = on(variants_selected(variants=variants, among=list(MECAB_VARIANTS), trainer=trainer,
+                                              trainers=["model-garden"]), "control")
+            wiki_words = on(split_words(shards=wiki_split.outputs["shards"], mecab_dic=mecab_dic,
+                                        enabled=uses_mecab.output))
+
             def selected(among, trainers):
                 return on(variants_selected(variants=variants, among=list(among), trainer=trainer,
                                             trainers=list(trainers)), "control").output == True  # noqa: E712
 
-            def variants_for(stage1_shards, stage1_names, two_stages: bool, trainers: tuple):
+            def variants_for(stage1_shards, stage1_names, stage1_words, two_stages: bool, trainers: tuple):
                 """Steps 6-12 for one stage-1 layout: tokenizers, then per variant data, training (Model
                 Garden, then conversion; or the PyTorch trainer), evaluation, publishing. The variants are laid out statically
                 (each behind a condition on `variants` and `trainer`) rather than in a ParallelFor: the
                 per-variant pipeline has loops of its own, and kfp.local confuses the loop items of a loop
                 nested in another pipeline's loop."""
                 stage1 = dict(stage1_shards=stage1_shards, stage1_names=stage1_names)
+                split = dict(stage1_words=stage1_words, wikipedia_words=wiki_words.outputs["words"])
                 # 6-7. MeCab + WordPiece (UniDic alphabet, WordPiece), for the variants built on it.
-                with dsl.If(selected(MECAB_VARIANTS, ["model-garden"]), name="mecab-wordpiece"):
+                with dsl.If(uses_mecab.output == True, name="mecab-wordpiece"):  # noqa: E712
                     unidic = on(download_source(url=sources.outputs["unidic_url"],
                                                 identity=sources.outputs["unidic_identity"], extract_member="lex.csv"))
                     chars = on(alphabet(lex=unidic.outputs["data"]))
+                    # The same lines as the text sample (word files keep the line numbers), already split.
+                    words_sample = on(sample_corpus(shards=wiki_words.outputs["words"], lines=tokenizer_sample_lines,
+                                                    seed=split_seed))
                     wordpiece = on(wordpiece_tokenizer(
-                        sample=sample.outputs["sample"], characters=chars.outputs["characters"],
+                        sample=words_sample.outputs["sample"], words=True, characters=chars.outputs["characters"],
                         vocab_size=vocab_size, limit_alphabet=limit_alphabet, num_unused_tokens=num_unused_tokens,
                         min_frequency=min_frequency, mecab_dic=mecab_dic, do_lower_case=do_lower_case))
                     for name in MECAB_VARIANTS:
@@ -374,7 +388,7 @@ def build(profile: Profile):
                             tokenizer = on(variant_tokenizer(variant=name, wordpiece=wordpiece.outputs["tokenizer"],
                                                              **options))
                             variant_pipelines[two_stages](variant=name, tokenizer=tokenizer.outputs["tokenizer"],
-                                                          **stage1, **data, **evaluation, **model_garden)
+                                                          **stage1, **split, **data, **evaluation, **model_garden)
                 # SentencePiece and bytes: their tokenizers come from the sample alone.
                 for t in trainers:
                     for name in (v for v in TRAINER_VARIANTS[t] if v not in MECAB_VARIANTS):
@@ -391,7 +405,7 @@ def build(profile: Profile):
                                                        **stage1, **data, **evaluation, **torch_settings)
                             else:
                                 variant_pipelines[two_stages](variant=name, tokenizer=tokenizer.outputs["tokenizer"],
-                                                              **stage1, **data, **evaluation, **model_garden)
+                                                              **stage1, **split, **data, **evaluation, **model_garden)
 
             # Stage 1 (the recipe's `stage1_corpus`): CC-100 into 64 shards, downloaded only for it; Wikipedia's
             # shards again; or none (one stage). PyTorch-trainer recipes read CC-100 and Wikipedia.
@@ -400,12 +414,16 @@ def build(profile: Profile):
                                            identity=sources.outputs["cc100_identity"], extract_member=""))
                 cc100_split = on(split_corpus(source=cc100.outputs["data"], num_files=cc100_num_shards,
                                               heldout_files=0, seed=split_seed))
-                variants_for(cc100_split.outputs["shards"], cc100_split.outputs["names"], True,
-                             ("model-garden", "torch"))
+                cc100_words = on(split_words(shards=cc100_split.outputs["shards"], mecab_dic=mecab_dic,
+                                             enabled=uses_mecab.output))
+                variants_for(cc100_split.outputs["shards"], cc100_split.outputs["names"], cc100_words.outputs["words"],
+                             True, ("model-garden", "torch"))
             with dsl.Elif(stage1_corpus == "wikipedia", name="stage1-wikipedia"):
-                variants_for(wiki_split.outputs["shards"], wiki_split.outputs["names"], True, ("model-garden",))
+                variants_for(wiki_split.outputs["shards"], wiki_split.outputs["names"], wiki_words.outputs["words"],
+                             True, ("model-garden",))
             with dsl.Else(name="one-stage"):
-                variants_for(wiki_split.outputs["shards"], wiki_split.outputs["names"], False, ("model-garden",))
+                variants_for(wiki_split.outputs["shards"], wiki_split.outputs["names"], wiki_words.outputs["words"],
+                             False, ("model-garden",))
 
     return bert_japanese
 

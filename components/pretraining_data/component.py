@@ -19,7 +19,8 @@ def pretraining_data(shards: Input[Dataset], shard: str, tokenizer: Input[Model]
 
     The seed is derived from the base seed and the shard's name, so shards differ
     and a re-run of the same shard is byte-identical. ``words``: the shards' word-split
-    files (``split_words``, wordpiece/character): MeCab does not run again; same output.
+    files (``split_words``), read instead of the text by MeCab tokenizers (wordpiece,
+    character) split with the same dictionary; the output is the same either way.
     """
     from components import artifacts, reports, storage
     from components.errors import BadInput
@@ -27,13 +28,14 @@ def pretraining_data(shards: Input[Dataset], shard: str, tokenizer: Input[Model]
     from components.pretraining_data.preview import preview_markdown, shards_markdown
     from components.pretraining_data.shards import write_token_shards
     from components.resources import available_cpus
-    from components.words.split import WORDS_SUFFIX
+    from components.words.split import WORDS_SUFFIX, words_or_text
 
     root = artifacts.data_root(examples.uri, examples.path)
-    use_words = words is not None
-    source = (artifacts.resolve(words.uri, words.path, shard + WORDS_SUFFIX) if use_words
-              else artifacts.resolve(shards.uri, shards.path, shard))
     vocab_dir = artifacts.data_root(tokenizer.uri, tokenizer.path)
+    listed = words is not None and shard + WORDS_SUFFIX in artifacts.read_manifest(words.path).get("files", [])
+    source, use_words = words_or_text(artifacts.resolve(shards.uri, shards.path, shard),
+                                      artifacts.resolve(words.uri, words.path, shard + WORDS_SUFFIX) if listed
+                                      else None, vocab_dir)
     if data_format == "shards":
         name = "tokens"
         summary = write_token_shards(source, storage.join(root, name), vocab_dir, workers=available_cpus(),

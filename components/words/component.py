@@ -9,17 +9,23 @@ DATA_IMAGE = image("data")
 
 
 @dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
-def split_words(shards: Input[Dataset], mecab_dic: str, words: Output[Dataset], stats: Output[Metrics]):
+def split_words(shards: Input[Dataset], mecab_dic: str, words: Output[Dataset], stats: Output[Metrics],
+                enabled: bool = True):
     """Writes ``NAME.words.gz`` (+ ``.meta.json``) for each shard ``NAME`` of ``shards``.
 
     The manifest keeps the shards' ``files``/``train``/``heldout`` lists with the
     words names, so ``sample_corpus`` samples it as it samples the shards, and
     ``pretraining_data(words=...)`` finds a shard's words by the shard's name.
+    ``enabled`` false (the run has no MeCab variant): nothing is split, the dataset is empty.
     """
     from components import artifacts, reports, storage
     from components.resources import available_cpus
     from components.words.split import WORDS_SUFFIX, split_many
 
+    if not enabled:  # no variant of this run reads MeCab words: an empty dataset, the data steps read text
+        artifacts.write_manifest(words.path, {"files": [], "train": [], "heldout": [], "mecab_dic": mecab_dic,
+                                              "stats": {"shards": 0}})
+        return
     manifest = artifacts.read_manifest(shards.path)
     root = artifacts.data_root(words.uri, words.path)
     pairs = [(artifacts.resolve(shards.uri, shards.path, name), storage.join(root, *(name + WORDS_SUFFIX).split("/")))

@@ -162,3 +162,23 @@ def check_words_file(words_uri: str, tokenizer) -> int:
         raise BadInput(f"{words_uri}: split with {meta['word_splitter']} {meta['mecab_dic']!r}; the tokenizer "
                        f"splits with mecab {vocab.mecab_dic!r}")
     return int(meta["lines"])
+
+
+def words_or_text(shard_uri: str, words_uri: str | None, tokenizer_dir: str) -> tuple[str, bool]:
+    """What the pipeline's data step reads for a shard: ``(uri, is_words)``.
+
+    The pipeline hands every variant the same words dataset (one MeCab pass per shard);
+    only a tokenizer that splits with MeCab and the same dictionary reads it. Other
+    tokenizers (SentencePiece, bytes), a dataset made without words (no MeCab variant
+    ran) or one split with another dictionary get the text, which gives the same output.
+    """
+    from components.tokenizer.files import SUBWORD_TYPES, read_tokenizer_info
+
+    if not words_uri or not storage.exists(meta_uri(words_uri)):
+        return shard_uri, False
+    info = read_tokenizer_info(tokenizer_dir)
+    meta = read_meta(words_uri)
+    if (info["type"] in SUBWORD_TYPES and info["word_splitter"] == "mecab"
+            and meta["word_splitter"] == "mecab" and meta["mecab_dic"] == info["mecab_dic"]):
+        return words_uri, True
+    return shard_uri, False
