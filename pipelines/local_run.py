@@ -104,7 +104,8 @@ def capture(log_path: str, records: list, on_task=None):
                 records.append(record)
         record.outputs, record.ok = dict(outputs or {}), status.name == "SUCCESS"
         if on_task is not None:
-            on_task(record)
+            with lock:  # ParallelFor tasks end in threads: one whole line at a time
+                on_task(record)
         return outputs, status
 
     def run_single_task_implementation(*args, **kwargs):
