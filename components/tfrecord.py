@@ -47,6 +47,17 @@ def frame(record: bytes) -> bytes:
     return b"".join((_length_header(len(record)), record, struct.pack("<I", masked_crc(record))))
 
 
+_U32 = struct.Struct("<I")
+
+
+def frame_many(records: list[bytes]) -> list[bytes]:
+    """``frame`` of each record: the checksums masked for all at once, and no Python loop (map over C functions)."""
+    crcs = np.fromiter(map(google_crc32c.value, records), dtype=np.uint32, count=len(records))
+    masked = ((crcs >> 15) | (crcs << 17)) + np.uint32(0xA282EAD8)  # uint32: wraps like masked_crc's & 0xFFFFFFFF
+    footers = map(_U32.pack, masked.tolist())
+    return list(map(b"".join, zip(map(_length_header, map(len, records)), records, footers)))
+
+
 def _unpack_packed(value: int | bytes, wire_fixed32: bool) -> list:
     """Repeated numeric fields come packed (bytes) or one value per field (int)."""
     if isinstance(value, int):

@@ -23,6 +23,7 @@ import gzip
 import itertools
 import json
 import os
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -547,3 +548,73 @@ def test_bench_reports_phases_against_the_floor_from_text_and_from_words(vocab_d
         tokenize, instance, step = (float(x) for x in ratios.split(":")[-1].split("/"))
         assert 0 < tokenize and 0 < instance and step >= max(tokenize, instance)
     assert "split-words once" in out and "peak RSS" in out
+
+
+def test_lowercasing_one_word_at_a_time_equals_transformers(tmp_path):
+    """The word cache is keyed by MeCab's own words and lowercases each word when first seen:
+    the ids transformers gives (its MeCab tokenizer lowercases token by token), and the same
+    as lowercasing the whole line (Greek final sigma is the one case that looks at neighbours)."""
+    from transformers import AutoTokenizer
+
+    from components.pretraining_data.tokenization import load_tokenizer
+
+    lines = ["PostgreSQLのVACUUMはLinuxでもlinuxでもLINUXでも動く。", "ΟΔΟΣ ΟΔΟΣ。ΣΑΣ、ΑΣ.", "İstanbulとǅemalのΣ",
+             "ＡＢＣ１２３ Half-Width ｶﾀｶﾅ", "HTTP/2 の GET /API/V1?ID=42 は OK"]
+    lowered = WordSplitter("unidic_lite", True)
+    words = sorted({w for line in lines for w in lowered(line)})
+    chars = sorted({c for w in words for c in w})
+    tokens = (files.reserved_tokens() + chars + [files.CONTINUATION_PREFIX + c for c in chars]
+              + [w for w in words if len(w) > 1][::2])  # every other word whole, the rest in pieces
+    files.write_tokenizer_dir(str(tmp_path), tokens, subword_tokenizer_type="wordpiece", do_lower_case=True)
+    hf = AutoTokenizer.from_pretrained(str(tmp_path))
+    ours = load_tokenizer(str(tmp_path))
+    assert ours.do_lower_case and hf.do_lower_case
+    cased = WordSplitter("unidic_lite", False)
+    for line in lines * 2:  # the second time from the cache
+        codes = ours.codes(line)
+        assert [c & (ours.continuation - 1) for c in codes] == hf.convert_tokens_to_ids(hf.tokenize(line)), line
+        whole_line = [w for w in cased._tagger.parse(unicodedata.normalize("NFKC", line)).lower().split()]
+        assert ours.words_bytes(cased(line)) == ours.words_bytes(whole_line) == ours.line_bytes(line)
+    assert any(w != w.lower() for w in ours._cache)  # keys are MeCab's words, not lowercased
+
+
+@pytest.mark.parametrize("vocab_size,width,nsp", [(32768, 128, True), (3_000_000, 300, True), (100, 16, False)])
+def test_batch_examples_are_the_examples_protobuf_reads(vocab_size, width, nsp):
+    """The encoder (varints for the batch, looked-up byte strings for the rest) gives Examples that
+    protobuf parses to the batch, whatever the varint widths (1 to 4 bytes); ``frame_many`` frames
+    each as ``frame`` does."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    from components.pretraining_data import tfrecord as records
+    from components.pretraining_data.instances import Batch
+    from components.tfrecord import frame, frame_many, parse_example
+
+    rng = np.random.default_rng(7)
+    n, pred = 50, 5
+    lengths = rng.integers(3, width + 1, n)
+    segment_a = np.minimum(lengths, rng.integers(2, width, n))
+    cols = np.arange(width)[None, :]
+    ids = np.where(cols < lengths[:, None], rng.integers(0, vocab_size, (n, width)), 0)
+    ids[:, 0] = vocab_size - 1  # the widest varint
+    counts = rng.integers(0, pred + 1, n)
+    slots = np.arange(pred)[None, :] < counts[:, None]
+    positions = np.where(slots, rng.integers(0, width, (n, pred)), 0)
+    labels = np.where(slots, rng.integers(0, vocab_size, (n, pred)), 0)
+    batch = Batch(input_ids=ids, lengths=lengths, segment_a=segment_a, masked_positions=positions,
+                  masked_ids=labels, masked_counts=counts, random_next=rng.integers(0, 2, n))
+    examples = records.batch_examples(batch, vocab_size, nsp)
+    assert records.batch_records(batch, vocab_size, nsp) == frame_many(examples) == [frame(e) for e in examples]
+    for i, data in enumerate(examples):
+        f = tf.train.Example.FromString(data).features.feature
+        assert list(parse_example(data)) == ["input_word_ids", "input_type_ids", "input_mask", "masked_lm_positions",
+                           "masked_lm_ids", "masked_lm_weights", *(["next_sentence_labels"] if nsp else [])]
+        assert list(f["input_word_ids"].int64_list.value) == ids[i].tolist()
+        assert list(f["input_mask"].int64_list.value) == (cols[0] < lengths[i]).astype(int).tolist()
+        assert list(f["input_type_ids"].int64_list.value) == (
+            (cols[0] >= segment_a[i]) & (cols[0] < lengths[i])).astype(int).tolist()
+        assert list(f["masked_lm_positions"].int64_list.value) == positions[i].tolist()
+        assert list(f["masked_lm_ids"].int64_list.value) == labels[i].tolist()
+        assert list(f["masked_lm_weights"].float_list.value) == slots[i].astype(float).tolist()
+        if nsp:
+            assert list(f["next_sentence_labels"].int64_list.value) == [batch.random_next[i]]

@@ -83,21 +83,28 @@ def _tokenize_chunk(chunk: tuple[str, int, list[bytes], bool]) -> tuple[bytes, b
     """
     uri, first_lineno, lines, words = chunk
     tokenizer = _TOKENIZER
-    codes = array.array(np.dtype(tokenizer.dtype).char)
+    itemsize = np.dtype(tokenizer.dtype).itemsize
+    parts: list[bytes] = []
     counts = array.array("i")
     if words:
-        extend = tokenizer.extend_words_line
+        words_line_bytes = tokenizer.words_line_bytes
         for line in _decode_chunk(uri, first_lineno, lines):
             if not line:
                 counts.append(BLANK)
-            else:  # NO_WORDS (a line with no words) gives no tokens
-                counts.append(extend(codes, line) if line != NO_WORDS else 0)
-        return codes.tobytes(), counts.tobytes()
-    extend = tokenizer.extend_codes
-    for line in _decode_chunk(uri, first_lineno, lines):
-        line = line.strip()
-        counts.append(extend(codes, line) if line else BLANK)
-    return codes.tobytes(), counts.tobytes()
+            elif line == NO_WORDS:  # a line with no words gives no tokens
+                counts.append(0)
+            else:
+                parts.append(data := words_line_bytes(line))
+                counts.append(len(data) // itemsize)
+    else:
+        line_bytes = tokenizer.line_bytes
+        for line in _decode_chunk(uri, first_lineno, lines):
+            if line := line.strip():
+                parts.append(data := line_bytes(line))
+                counts.append(len(data) // itemsize)
+            else:
+                counts.append(BLANK)
+    return b"".join(parts), counts.tobytes()
 
 
 def _chunks(input_uri: str, progress: Progress, words: bool) -> Iterator[tuple[str, int, list[bytes], bool]]:

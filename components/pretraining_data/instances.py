@@ -85,14 +85,13 @@ def layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) 
     def sentence_span(doc: int) -> tuple[int, int]:
         return (document_ends[doc - 1] if doc else 0), document_ends[doc]
 
-    for doc in doc_ids:
-        doc = int(doc)
+    short_seq_prob = config.short_seq_prob
+    for doc in np.asarray(doc_ids).tolist():
         s_lo, s_hi = sentence_span(doc)
         ends = sentence_ends[s_lo:s_hi].tolist()
-        first_start = sentence_ends[s_lo - 1] if s_lo else 0
-        starts = [first_start, *ends[:-1]]
+        starts = [sentence_ends[s_lo - 1] if s_lo else 0, *ends[:-1]]
         target = max_num_tokens
-        if uniform() < config.short_seq_prob:
+        if uniform() < short_seq_prob:
             target = randint(2, max_num_tokens)
         n = len(ends)
         chunk_first, chunk_len, i = 0, 0, 0
@@ -134,8 +133,7 @@ def _single_segment_layout(docs: Documents, doc_ids, rng: random.Random, config:
     max_num_tokens = config.max_num_tokens
     uniform = rng.random
     rows: list[tuple[int, int, int, int, int]] = []
-    for doc in doc_ids:
-        doc = int(doc)
+    for doc in np.asarray(doc_ids).tolist():
         s_lo, s_hi = (document_ends[doc - 1] if doc else 0), document_ends[doc]
         target = max_num_tokens
         if uniform() < config.short_seq_prob:
@@ -175,8 +173,9 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
     candidate = in_a | ((col >= la + 2) & (col <= la + lb + 1))
     # Position -> offset in docs.codes: A's tokens, then B's (garbage outside, masked below).
     source = col + np.where(in_a, (a0 - 1)[:, None].astype(index), (b0[:, None] - 2).astype(index) - la)
-    codes = np.where(candidate, docs.codes[source.clip(0, len(docs.codes) - 1)], docs.codes.dtype.type(files.PAD_ID))
+    codes = np.where(candidate, docs.codes.take(source, mode="clip"), docs.codes.dtype.type(files.PAD_ID))
     rows = np.arange(n_rows, dtype=index)
+    row_start = (rows * width)[:, None]
     codes[:, 0] = files.CLS_ID
     codes[rows, len_a + 1] = files.SEP_ID
     if config.next_sentence_prediction:
@@ -192,16 +191,18 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
         is_cont[:] = False
     starts = candidate & (~is_cont | (col == 1))
     group = np.cumsum(starts, axis=1, dtype=index) - 1
-    n_groups = starts.sum(axis=1)
-    sizes = np.bincount((rows[:, None] * width + group)[candidate], minlength=n_rows * width)
+    n_groups = group[:, -1] + 1  # the last group's index + 1 (no bool sum)
+    # np.compress on flat arrays: several times faster than a 2-D boolean index
+    sizes = np.bincount(np.compress(candidate.ravel(), (group + row_start).ravel()), minlength=n_rows * width)
     # The groups in random order (the recipe shuffles them).
     keys = rng.random((n_rows, width), dtype=np.float32)
     valid_group = col < n_groups[:, None]
-    keys[~valid_group] = 2.0
-    row_start = (rows * width)[:, None]
+    np.putmask(keys, ~valid_group, 2.0)
     order = np.argsort(keys, axis=1) + row_start  # flat indexes: cheaper than take_along_axis
     sorted_sizes = sizes.ravel()[order]
-    sorted_valid = valid_group.ravel()[order]
+    # Valid keys are in [0, 1), the others 2: sorted, each row's valid groups come first, so the
+    # sorted validity is ``valid_group`` itself.
+    sorted_valid = valid_group
 
     to_predict = np.minimum(config.max_predictions,
                             np.maximum(1, np.rint(lengths * config.masked_lm_prob).astype(np.int64)))
@@ -212,14 +213,16 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
     masked = candidate & taken_by_group[group.clip(0) + row_start]
 
     ids = codes & docs.codes.dtype.type(config.continuation - 1)
-    m_rows, m_cols = np.nonzero(masked)  # row-major: positions sorted per row
-    labels = ids[m_rows, m_cols]
+    flat = np.flatnonzero(masked)  # row-major: positions sorted per row
+    m_rows, m_cols = np.divmod(flat, width)
+    flat_ids = ids.reshape(-1)  # a view: ids is a new contiguous array
+    labels = flat_ids[flat]
     # 80% [MASK], 10% the original token, 10% a random vocabulary token.
-    u = rng.random(len(m_rows))
-    random_ids = rng.integers(0, config.vocab_size, len(m_rows))
-    ids[m_rows, m_cols] = np.where(u < 0.8, files.MASK_ID, np.where(u < 0.9, labels, random_ids))
+    u = rng.random(len(flat))
+    random_ids = rng.integers(0, config.vocab_size, len(flat))
+    flat_ids[flat] = np.where(u < 0.8, files.MASK_ID, np.where(u < 0.9, labels, random_ids))
 
-    counts = masked.sum(axis=1)
+    counts = np.bincount(m_rows, minlength=n_rows)
     slot = np.arange(len(m_rows)) - np.repeat(np.cumsum(counts) - counts, counts)
     positions = np.zeros((n_rows, config.max_predictions), dtype=np.int64)
     masked_ids = np.zeros((n_rows, config.max_predictions), dtype=np.int64)

@@ -43,6 +43,12 @@ class _Codes:
         self.extend_codes(out, line)
         return out.tolist()
 
+    def line_bytes(self, line: str) -> bytes:
+        """The line's codes as the bytes of an array of ``self.dtype``."""
+        out = array.array(np.dtype(self.dtype).char)
+        self.extend_codes(out, line)
+        return out.tobytes()
+
 
 class PieceTokenizer(_Codes):
     """MeCab words, then WordPiece (greedy longest match, ``##``) or characters.
@@ -57,9 +63,12 @@ class PieceTokenizer(_Codes):
         self.character = vocab.subword_tokenizer_type == "character"
         self.continuation = continuation_bit(len(vocab))
         self.dtype = code_dtype(len(vocab))
-        self._words = WordSplitter(vocab.mecab_dic, self.do_lower_case)
+        # Words as MeCab gives them; lowercased one word at a time when first seen (cache keys
+        # are MeCab's words: a line is never lowercased, and a lowercased line splits the same).
+        self._words = WordSplitter(vocab.mecab_dic, False)
         self._typecode = self.dtype.char
         self._ids = vocab.vocab
+        self._longest = max(map(len, self._ids), default=0)  # no piece longer than this is in the vocabulary
         self._cache: dict[str, bytes] = {}
 
     @property
@@ -77,40 +86,50 @@ class PieceTokenizer(_Codes):
         """Appends the line's codes to ``out`` (an ``array`` of ``self.dtype``, or a list); returns how many."""
         return self.extend_words(out, self._words(line))
 
-    def extend_words(self, out, words: list[str]) -> int:
-        """As ``extend_codes`` for a line already split into MeCab words (lowercased when ``do_lower_case``).
+    def line_bytes(self, line: str) -> bytes:
+        """The line's codes as the bytes of an array of ``self.dtype`` (the data step's path: no array per line)."""
+        return self.words_bytes(self._words(line))
+
+    def words_line_bytes(self, line: str) -> bytes:
+        """``line_bytes`` of a line of a word-split file (``components.words``: words as MeCab gives
+        them, not lowercased, joined by single spaces)."""
+        return self.words_bytes(line.split(" "))
+
+    def words_bytes(self, words: list[str]) -> bytes:
+        """The codes of a line already split into MeCab words (as MeCab gives them: not lowercased), as bytes.
 
         Each word's codes are cached as the bytes of its array, so a line is one
         ``bytes.join`` of cached values: no Python int per token.
         """
         cache = self._cache
         try:
-            data = b"".join(map(cache.__getitem__, words))
+            return b"".join(map(cache.__getitem__, words))
         except KeyError:  # a word not seen yet
             get = cache.get
-            data = b"".join([c if (c := get(w)) is not None else self._pieces(w) for w in words])
+            return b"".join([c if (c := get(w)) is not None else self._pieces(w) for w in words])
+
+    def extend_words(self, out, words: list[str]) -> int:
+        """As ``extend_codes`` for a line already split into MeCab words (as MeCab gives them: not lowercased)."""
+        data = self.words_bytes(words)
         if isinstance(out, array.array):
             out.frombytes(data)
         else:
             out.extend(array.array(self._typecode, data))
         return len(data) // self.dtype.itemsize
 
-    def extend_words_line(self, out, line: str) -> int:
-        """As ``extend_words`` for a line of a word-split file (``components.words``: words as MeCab
-        gives them, not lowercased, joined by single spaces)."""
-        if self.do_lower_case:
-            line = line.lower()  # never makes or removes a space
-        return self.extend_words(out, line.split(" "))
-
     def _pieces(self, word: str) -> bytes:
-        pieces = self._characters(word) if self.character else self._wordpieces(word)
+        """The codes of a word not in the cache (lowercased first when ``do_lower_case``: per word
+        as on the whole line, since a space ends the context of Greek final sigma, the only
+        lowercasing that looks at neighbours)."""
+        text = word.lower() if self.do_lower_case else word
+        pieces = self._characters(text) if self.character else self._wordpieces(text)
         data = array.array(self._typecode, pieces).tobytes()
         if len(self._cache) < _CACHE_LIMIT:  # once full, the cache keeps the words that came first
             self._cache[word] = data
         return data
 
     def _wordpieces(self, word: str) -> tuple[int, ...]:
-        ids, cont = self._ids, self.continuation
+        ids, cont, longest = self._ids, self.continuation, self._longest
         out: list[int] = []
         for token in word.split():  # BertJapaneseTokenizer's whitespace_tokenize
             if len(token) > files.MAX_INPUT_CHARS_PER_WORD:
@@ -119,7 +138,7 @@ class PieceTokenizer(_Codes):
             pieces: list[int] = []
             start = 0
             while start < len(token):
-                end = len(token)
+                end = min(len(token), start + longest)  # longer pieces cannot match: not looked up
                 found = None
                 while start < end:
                     piece = token[start:end] if start == 0 else files.CONTINUATION_PREFIX + token[start:end]
