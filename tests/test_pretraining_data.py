@@ -579,10 +579,10 @@ def test_lowercasing_one_word_at_a_time_equals_transformers(tmp_path):
 
 
 @pytest.mark.parametrize("vocab_size,width,nsp", [(32768, 128, True), (3_000_000, 300, True), (100, 16, False)])
-def test_batch_examples_are_the_examples_protobuf_reads(vocab_size, width, nsp):
+def test_batch_examples_are_the_examples_protobuf_reads(vocab_size, width, nsp, monkeypatch):
     """The encoder (varints for the batch, looked-up byte strings for the rest) gives Examples that
-    protobuf parses to the batch, whatever the varint widths (1 to 4 bytes); ``frame_many`` frames
-    each as ``frame`` does."""
+    protobuf parses to the batch, whatever the varint widths (1 to 4 bytes) and whether a
+    (segment A, length) pair's bytes are cached or not; ``frame_many`` frames each as ``frame`` does."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
@@ -603,7 +603,12 @@ def test_batch_examples_are_the_examples_protobuf_reads(vocab_size, width, nsp):
     labels = np.where(slots, rng.integers(0, vocab_size, (n, pred)), 0)
     batch = Batch(input_ids=ids, lengths=lengths, segment_a=segment_a, masked_positions=positions,
                   masked_ids=labels, masked_counts=counts, random_next=rng.integers(0, 2, n))
+    templates = records._templates(width, pred, nsp)
+    templates.middle.clear()
+    monkeypatch.setattr(templates, "middle_limit", 10)  # the cache full: the other pairs made each time
     examples = records.batch_examples(batch, vocab_size, nsp)
+    assert len(templates.middle) == 10
+    assert records.batch_examples(batch, vocab_size, nsp) == examples
     assert records.batch_records(batch, vocab_size, nsp) == frame_many(examples) == [frame(e) for e in examples]
     for i, data in enumerate(examples):
         f = tf.train.Example.FromString(data).features.feature

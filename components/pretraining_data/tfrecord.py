@@ -87,29 +87,47 @@ def _varint_rows(name: str, values: np.ndarray, size: int) -> tuple[bytes, list[
 class _Templates:
     """The features that take few values, as byte strings made once per value and then looked up:
     ``input_type_ids`` + ``input_mask`` by (segment A, length), ``masked_lm_weights`` +
-    ``next_sentence_labels`` by (masked count, label)."""
+    ``next_sentence_labels`` by (masked count, label); each keyed by one int."""
+
+    MIDDLE_CACHE_BYTES = 16 << 20  # at seq 512 the (segment A, length) pairs are many: memory stays flat
 
     def __init__(self, width: int, predictions: int, next_sentence_prediction: bool):
         self.width, self.predictions, self.nsp = width, predictions, next_sentence_prediction
-        self.middle: dict[tuple[int, int], bytes] = {}
-        self.tail: dict[tuple[int, int], bytes] = {}
+        self.middle: dict[int, bytes] = {}  # [segment_a * (width + 1) + length]
+        self.middle_limit = self.MIDDLE_CACHE_BYTES // (2 * width + 16)
+        self.tail: list[bytes | None] = [None] * (predictions + 1) * 2  # [count * 2 + label]
 
-    def make_middle(self, key: tuple[int, int]) -> bytes:
-        segment_a, length = key
-        pad = bytes(self.width - length)
-        type_ids = bytes(segment_a) + b"\x01" * (length - segment_a) + pad
-        self.middle[key] = value = b"".join((_feature_header("input_type_ids", self.width), type_ids,
-                                             _feature_header("input_mask", self.width), b"\x01" * length + pad))
-        return value
+    def _make_middle(self, key: int) -> bytes:
+        width = self.width
+        a, length = divmod(key, width + 1)
+        pad = bytes(width - length)
+        return b"".join((_feature_header("input_type_ids", width), bytes(a) + b"\x01" * (length - a) + pad,
+                         _feature_header("input_mask", width), b"\x01" * length + pad))
 
-    def make_tail(self, key: tuple[int, int]) -> bytes:
-        count, random_next = key
-        weights = (np.arange(self.predictions) < count).astype("<f4").tobytes()
-        value = _feature_header("masked_lm_weights", len(weights)) + weights
-        if self.nsp:
-            value += _feature_header("next_sentence_labels", 1) + bytes((random_next,))
-        self.tail[key] = value
-        return value
+    def middles(self, segment_a: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+        keys = (segment_a * (self.width + 1) + lengths).tolist()
+        table = self.middle
+        missing = set(keys).difference(table)
+        if not missing:
+            return list(map(table.__getitem__, keys))
+        made = {key: self._make_middle(key) for key in missing}
+        for key in list(made)[:max(0, self.middle_limit - len(table))]:
+            table[key] = made[key]  # the first values seen stay cached
+        get = table.get
+        return [get(key) or made[key] for key in keys]
+
+    def tails(self, counts: np.ndarray, random_next: np.ndarray) -> list[bytes]:
+        keys = (counts * 2 + random_next).tolist()
+        table = self.tail
+        for key in set(keys):
+            if table[key] is None:
+                count, label = divmod(key, 2)
+                weights = (np.arange(self.predictions) < count).astype("<f4").tobytes()
+                value = _feature_header("masked_lm_weights", len(weights)) + weights
+                if self.nsp:
+                    value += _feature_header("next_sentence_labels", 1) + bytes((label,))
+                table[key] = value
+        return list(map(table.__getitem__, keys))
 
 
 @functools.lru_cache(maxsize=16)
@@ -135,15 +153,13 @@ def batch_examples(batch: Batch, vocab_size: int, next_sentence_prediction: bool
     ids, ids_ends, ids_headers = _varint_rows("input_word_ids", batch.input_ids, vocab_size)
     positions, positions_ends, positions_headers = _varint_rows("masked_lm_positions", batch.masked_positions, width)
     labels, labels_ends, labels_headers = _varint_rows("masked_lm_ids", batch.masked_ids, vocab_size)
-    middle, make_middle, tail, make_tail = templates.middle, templates.make_middle, templates.tail, templates.make_tail
     out = []
     i = p = q = 0
-    for i_end, p_end, q_end, key_m, key_t in zip(
-            ids_ends, positions_ends, labels_ends, zip(batch.segment_a.tolist(), batch.lengths.tolist()),
-            zip(batch.masked_counts.tolist(), batch.random_next.tolist())):
-        body = b"".join((ids_headers[i_end - i], ids[i:i_end], middle.get(key_m) or make_middle(key_m),
-                         positions_headers[p_end - p], positions[p:p_end], labels_headers[q_end - q],
-                         labels[q:q_end], tail.get(key_t) or make_tail(key_t)))
+    for i_end, p_end, q_end, middle, tail in zip(
+            ids_ends, positions_ends, labels_ends, templates.middles(batch.segment_a, batch.lengths),
+            templates.tails(batch.masked_counts, batch.random_next)):
+        body = b"".join((ids_headers[i_end - i], ids[i:i_end], middle, positions_headers[p_end - p],
+                         positions[p:p_end], labels_headers[q_end - q], labels[q:q_end], tail))
         out.append(_example_header(len(body)) + body)
         i, p, q = i_end, p_end, q_end
     return out
