@@ -38,6 +38,7 @@ from components.tokenizer.component import alphabet, variant_tokenizer, wordpiec
 from components.tpu.component import release_compute
 from components.words.component import split_words
 from components.torch_train.component import train_torch
+from components.torch_train.trainjob_component import train_torch_trainjob
 from components.train.component import train_model
 from components.train.stages import training_root
 from pipelines import platform as k8s
@@ -75,10 +76,19 @@ def build(profile: Profile):
         return task
 
     # The PyTorch trainer in the pod; where the profile gives that step GPUs, the same function on the GPU
-    # image (chosen here, at build time) and torchrun with one rank per GPU.
+    # image (chosen here, at build time) and torchrun with one rank per GPU. GPUs on more than one machine:
+    # a TrainJob, created and followed by a control pod (the "train" class, as the TPU controller).
     gpus = plat.accelerators.get("train-torch")
+    multi = plat.trainjob("train-torch")
     trainer = train_torch if gpus is None else dsl.component(
         train_torch.python_func, base_image=image(gpus.image), install_kfp_package=False)
+    train_class, placement = "train-torch", dict(processes=gpus.count if gpus else 1)
+    if multi:  # the TrainJob is named after the run (BERTJA_RUN_ID), so the exit task finds it
+        node = plat.resources["train-torch"]
+        trainer, train_class, placement = train_torch_trainjob, "train", dict(
+            trainer_image=image(multi.image), runtime=multi.runtime, num_nodes=multi.nodes, gpus_per_node=multi.count,
+            cpu=node.cpu, memory=node.memory, node_selector=multi.node_selector, tolerations=multi.tolerations,
+            timeout_hours=node.timeout_s / 3600)
 
     def jglue_table(hf_model, *, jglue_uri, jglue, jglue_tasks, jglue_grid, jglue_seeds, model_size, variant):
         """JGLUE: one pod per task, in parallel; each runs its task's whole grid and picks on dev (so the
@@ -202,7 +212,7 @@ def build(profile: Profile):
             tokenizer=tokenizer, variant=variant, plan=torch_plan,
             architecture=torch_architecture, seq_lengths=torch_seq_lengths, train_steps=torch_train_steps,
             global_batch_size=torch_global_batch_size, micro_batch_size=torch_micro_batch_size, seed=data_seed,
-            training_root=train_root, processes=gpus.count if gpus else 1), "train-torch")
+            training_root=train_root, **placement), train_class, run_id_env=bool(multi))
         if plat.resources:  # a cluster: a lost pod resumes in the content-named training dir
             trained.set_retry(**TRAIN_RETRY)
         hf = trained.outputs["hf_model"]
@@ -293,7 +303,8 @@ def build(profile: Profile):
         jglue_seeds: int = D.jglue_seeds,
     ):
         release = on(release_compute(backend=training_backend, run_id=RUN_ID, variants=variants,
-                                     gcp_project=gcp_project, gcp_zone=gcp_zone), "control", run_id_env=True)
+                                     gcp_project=gcp_project, gcp_zone=gcp_zone,
+                                     **({"trainjobs": True} if multi else {})), "control", run_id_env=True)
         release.set_caching_options(False)  # releasing compute is never "already done"
         with dsl.ExitHandler(release, name="release-training-compute"):
             # 1. Concrete sources (never cached): the cache key of everything below.

@@ -9,6 +9,7 @@ row here, never a code path.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 from components.errors import BadInput
@@ -27,17 +28,26 @@ class Resources:
 class Accelerator:
     """GPUs for a class of step: the resource KFP requests (``nvidia.com/gpu`` on a Kubernetes
     cluster), how many per pod (more than one: the step runs ``torchrun`` with that many ranks),
-    the nodes that have them, and the image the step runs there (an ``components.images`` key)."""
+    the nodes that have them, and the image the step runs there (an ``components.images`` key).
+    ``nodes`` > 1: a pod cannot span machines, so the step runs as a Kubeflow Trainer TrainJob of
+    that many nodes with ``count`` GPUs each, on the cluster's training runtime ``runtime``; a
+    control pod creates, follows and deletes it."""
 
     type: str
     count: int
     node_selector: dict[str, str] = field(default_factory=dict)  # replaces the platform's for this step
     tolerations: list[dict] = field(default_factory=list)  # added to the platform's
     image: str = "train-gpu"
+    nodes: int = 1
+    runtime: str = "torch-distributed"
 
     def __post_init__(self):
         if self.count < 1:
             raise ValueError(f"Accelerator {self.type}: count {self.count} must be at least 1")
+        if self.nodes < 1:
+            raise ValueError(f"Accelerator {self.type}: nodes {self.nodes} must be at least 1")
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", self.runtime):
+            raise ValueError(f"Accelerator {self.type}: runtime {self.runtime!r} is not a training runtime name")
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,13 @@ class Platform:
                        if value]
             if ignored:
                 raise ValueError(f"Platform(kubernetes=False) cannot apply {', '.join(ignored)}")
+            if any(a.nodes > 1 for a in self.accelerators.values()):
+                raise ValueError("Platform(kubernetes=False) cannot run a TrainJob (accelerator nodes > 1)")
+
+    def trainjob(self, step_class: str) -> Accelerator | None:
+        """The step class's accelerator where it spans machines (a TrainJob), else None."""
+        acc = self.accelerators.get(step_class)
+        return acc if acc and acc.nodes > 1 else None
 
 
 @dataclass(frozen=True)
@@ -184,6 +201,22 @@ PROFILES["gke-gpu"] = dataclasses.replace(
         accelerators={"train-torch": Accelerator(
             type="nvidia.com/gpu", count=4,
             node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-nodepool": "bertja-gpu"},
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])}))
+
+
+# The gke-gpu profile's PyTorch trainer across machines: a Kubeflow Trainer TrainJob of 2 nodes x 8 H100
+# (a3-highgpu-8g) on the torch-distributed ClusterTrainingRuntime; a small control pod follows it.
+PROFILES["gke-trainjob"] = dataclasses.replace(
+    PROFILES["gke-gpu"], name="gke-trainjob",
+    description="the gcp profile with the PyTorch trainer as a Kubeflow Trainer TrainJob across 2 GKE GPU nodes "
+                "(8 x NVIDIA H100 each, torchrun with 16 ranks); Model Garden recipes still train on TPU VMs",
+    platform=dataclasses.replace(
+        PROFILES["gcp"].platform,
+        resources={**_GCP_RESOURCES, "train-torch": Resources(cpu="180", memory="1600Gi", timeout_s=40 * 24 * 3600)},
+        accelerators={"train-torch": Accelerator(
+            type="nvidia.com/gpu", count=8, nodes=2,
+            node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb",
+                           "cloud.google.com/gke-nodepool": "bertja-h100"},
             tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])}))
 
 

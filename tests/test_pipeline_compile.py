@@ -18,6 +18,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from components.errors import BadInput
 from components import images
 from pipelines import commands, parameters, profiles
+from pipelines.pretraining import TRAIN_RETRY
 
 
 def compile_to(tmp_path, profile, **kw):
@@ -227,6 +228,57 @@ def test_first_step_rejects_what_a_ui_user_can_type():
 
 
 # Placeholders a backend resolves per run (or per task execution): a cached task taking one is never a hit.
+def test_trainjob_profile_trains_torch_variants_on_a_trainjob_and_the_exit_task_releases_it(tmp_path):
+    """gke-trainjob (train-torch on 2 nodes): the torch sub-pipeline's train step is the TrainJob control
+    step (control image, no GPU, the "train" class's long timeout), with the profile's TrainJob settings as
+    constants, the pod label's run id and training's retries; evaluate and publish read it as they read
+    train_torch; the one exit task releases TrainJobs too. Other profiles compile none of it."""
+    from components import run_identity
+
+    profile = profiles.get("gke-trainjob")
+    acc, node = profile.platform.accelerators["train-torch"], profile.platform.resources["train-torch"]
+    assert acc.nodes > 1 and profile.platform.trainjob("train-torch") is acc
+    spec, platform = compile_to(tmp_path, "gke-trainjob")
+    cfgs, executors, tasks = k8s_configs(platform), deployment(spec).executors, all_tasks(spec)
+    assert not [n for _o, n, _t in tasks if n == "train-torch"]
+    trains = [(o, t) for o, n, t in tasks if n == "train-torch-trainjob"]
+    assert trains and all(o.startswith("comp-bert-japanese-torch-variant") for o, _t in trains)
+    for owner, train in trains:
+        label = spec.components[train.component_ref.name].executor_label
+        container = executors[label].container
+        assert container.image == images.image("tpu") and not container.resources.HasField("accelerator")
+        assert {k: _constant(train, k) for k in ("trainer_image", "runtime", "num_nodes", "gpus_per_node", "cpu",
+                                                 "memory", "node_selector", "tolerations", "timeout_hours",
+                                                 "training_root")} == {
+            "trainer_image": images.image(acc.image), "runtime": acc.runtime, "num_nodes": acc.nodes,
+            "gpus_per_node": acc.count, "cpu": node.cpu, "memory": node.memory, "node_selector": acc.node_selector,
+            "tolerations": acc.tolerations, "timeout_hours": node.timeout_s / 3600,
+            "training_root": "gs://bertja-test/root/bertja-training"}
+        (env,) = cfgs[label].field_path_as_env
+        assert (env.name, env.field_path) == (run_identity.RUN_ID_ENV, run_identity.KFP_RUN_ID_FIELD_PATH)
+        assert cfgs[label].active_deadline_seconds == profile.platform.resources["train"].timeout_s
+        assert dict(cfgs[label].node_selector.labels) == profile.platform.node_selector  # the CPU pool
+        policy = train.retry_policy  # a retried control step adopts the live TrainJob (same name)
+        assert policy.max_retry_count == TRAIN_RETRY["num_retries"] and policy.backoff_factor == 2.0
+        inner = spec.components[owner].dag.tasks
+        for consumer in ("evaluate-model", "publish-model"):
+            assert inner[consumer].inputs.artifacts["hf_model"].task_output_artifact.producer_task == \
+                "train-torch-trainjob"
+        for key in ("seq_length", "mask_rate"):
+            assert inner["evaluate-model"].inputs.parameters[key].task_output_parameter.producer_task == \
+                "train-torch-trainjob"
+    release = spec.root.dag.tasks["release-compute"]
+    assert _constant(release, "trainjobs") is True and not release.caching_options.enable_cache
+    (env,) = cfgs[spec.components["comp-release-compute"].executor_label].field_path_as_env
+    assert env.name == run_identity.RUN_ID_ENV
+    # every other profile: no TrainJob step, the exit task without the flag
+    for other in ("gke-gpu", "gcp", "local"):
+        spec, _ = compile_to(tmp_path, other)
+        assert "train-torch-trainjob" not in (tmp_path / f"{other}.yaml").read_text()
+        assert not [n for _o, n, _t in all_tasks(spec) if "trainjob" in n]
+        assert "trainjobs" not in spec.root.dag.tasks["release-compute"].inputs.parameters
+
+
 RUN_SCOPED = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}",
               "{{$.pipeline_task_uuid}}", "{{$.pipeline_job_create_time_utc}}", "{{$.pipeline_job_schedule_time_utc}}")
 
@@ -400,7 +452,7 @@ def estimated_workflow_bytes(spec: dict) -> int:
     return sum(arguments.values()) + tasks
 
 
-@pytest.mark.parametrize("profile", ["gcp", "kind", "gke-gpu"])
+@pytest.mark.parametrize("profile", list(profiles.PROFILES))
 def test_the_argo_workflow_fits_etcd(tmp_path, profile):
     """Recipes are data (the layout is the same for every one), so one compile per profile says it."""
     path = tmp_path / f"{profile}.yaml"

@@ -5,6 +5,7 @@ local stand-in of the Kubernetes API (tests/fake_k8s_api.py); the manifest check
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -378,19 +379,153 @@ def test_cli_validate_catches_an_unknown_field_and_a_missing_runtime_is_exit_2(k
                    "--runtime", "nope", *SPEC_ARGS), "--runtime 'nope'")
 
 
-def test_components_compile_in_the_control_image(tmp_path):
+def test_the_trainjob_step_is_a_drop_in_for_train_torch(tmp_path):
+    """Every input the DAG gives train_torch (all but its rank count) and every output, with the same
+    types; the TrainJob settings on top; compiled in the control image, as is the exit task."""
     from kfp import compiler
 
-    from components.torch_train.trainjob_component import release_trainjobs, train_torch_trainjob
+    from components.torch_train.component import train_torch
+    from components.torch_train.trainjob_component import train_torch_trainjob
+    from components.tpu.component import release_compute
 
-    for component in (train_torch_trainjob, release_trainjobs):
+    def interface(component):
         path = tmp_path / f"{component.name}.yaml"
         compiler.Compiler().compile(component, str(path))
         compiled = yaml.safe_load(path.read_text())
-        assert "bertja-tpu-control" in json.dumps(compiled["deploymentSpec"])
-    params = yaml.safe_load((tmp_path / "train-torch-trainjob.yaml").read_text())["root"]["inputDefinitions"]
-    assert params["parameters"]["runtime"]["defaultValue"] == "torch-distributed"
-    assert params["artifacts"]["shards"]["isArtifactList"]
+        assert "bertja-tpu-control" in json.dumps(compiled["deploymentSpec"]) or component is train_torch
+        return compiled["root"]
+
+    ours, theirs = interface(train_torch_trainjob), interface(train_torch)
+    for kind in ("parameters", "artifacts"):
+        mine = ours["inputDefinitions"][kind]
+        for name, definition in theirs["inputDefinitions"][kind].items():
+            if name != "processes":
+                assert mine[name] == definition, name
+        assert ours["outputDefinitions"][kind] == theirs["outputDefinitions"][kind]
+    added = set(ours["inputDefinitions"]["parameters"]) - set(theirs["inputDefinitions"]["parameters"])
+    assert {"trainer_image", "runtime", "num_nodes", "gpus_per_node", "node_selector", "tolerations"} <= added
+    assert ours["inputDefinitions"]["parameters"]["runtime"]["defaultValue"] == "torch-distributed"
+    release = interface(release_compute)["inputDefinitions"]["parameters"]
+    assert release["trainjobs"] == {"defaultValue": False, "isOptional": True, "parameterType": "BOOLEAN"}
+
+
+class _Artifact:
+    """What a KFP component sees of an artifact (uri, local path, metadata)."""
+
+    def __init__(self, uri: str, path: Path):
+        self.uri, self.path, self.metadata = uri, str(path), {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+class _Metrics(_Artifact):
+    def log_metric(self, key, value):
+        self.metadata[key] = value
+
+
+def test_the_trainjob_step_trains_in_the_content_named_dir_and_leaves_train_torchs_outputs(
+        k8s, gcs, tmp_path, monkeypatch):
+    """The component's function on the stand-in API and the GCS emulator: the TrainJob trains in the
+    content-named dir under training_root (16 ranks are part of its identity), holding the dir's lease
+    while it runs; the outputs are what evaluate and publish read from train_torch; the job is gone."""
+    from components import artifacts
+    from components.tokenizer.byte import write_byte_tokenizer
+    from components.torch_train.trainjob_component import train_torch_trainjob
+
+    write_byte_tokenizer(str(tmp_path / "tok"))
+    tokenizer = _Artifact(f"{gcs}/art/tokenizer", tmp_path / "a" / "tokenizer")
+    storage.copy_tree(str(tmp_path / "tok"), artifacts.data_root(tokenizer.uri, tokenizer.path))
+    shard_sets = []
+    for corpus in ("cc100", "wiki"):
+        shard = _Artifact(f"{gcs}/art/{corpus}", tmp_path / "a" / corpus)
+        artifacts.write_manifest(shard.path, {"files": ["shard-0"]})
+        storage.write_text(f"{gcs}/art/{corpus}_data/shard-0/ids.bin", corpus)
+        shard_sets.append([shard])
+    seen = {}
+
+    def trainer_wrote(job):  # rank 0 at the end: the HF dir (with its tokenizer) and the final status
+        argv = job["spec"]["trainer"]["command"]
+        model_dir = argv[argv.index("--model-dir") + 1]
+        seen.update(argv=argv, lease=storage.exists(f"{model_dir}/lease.json"))
+        storage.copy_tree(str(tmp_path / "tok"), f"{model_dir}/hf")
+        storage.write_text(f"{model_dir}/hf/config.json", "{}")
+        storage.write_text(f"{model_dir}/status/complete.json", json.dumps(
+            {"architecture": "modernbert-tiny", "finished": True, "hf_dir": f"{model_dir}/hf",
+             "stages": [{"stage": 1, "loss": 3.5, "tokens_per_sec": 1e5, "history": [[1, 4.0], [2, 3.5]]}]}))
+
+    k8s.on_complete = trainer_wrote
+    monkeypatch.setenv("BERTJA_RUN_ID", "run-77")
+    monkeypatch.setattr(trainjob, "TrainJobControl", lambda namespace: control(k8s))
+    out = {name: (_Metrics if name == "metrics" else _Artifact)(f"{gcs}/art/{name}", tmp_path / "out" / name)
+           for name in ("model", "hf_model", "metrics", "loss_curve")}
+    trained = train_torch_trainjob.python_func(
+        shards=shard_sets[0], more_shards=shard_sets[1], tokenizer=tokenizer, variant="byte", plan="modernbert-ja",
+        trainer_image="registry.example/bertja-train-gpu:1", architecture="tiny", seq_lengths=[128],
+        train_steps=[20], global_batch_size=32, micro_batch_size=2, seed=5, training_root=f"{gcs}/training",
+        num_nodes=2, gpus_per_node=8, cpu="180", memory="1600Gi",
+        node_selector={"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}], **out)
+
+    from components.torch_train import configs
+
+    stages = configs.plan_stages("modernbert-ja", seq_lengths=128, train_steps=20, global_batch_size=32)
+    assert (trained.seq_length, trained.mask_rate) == (128, stages[-1].mask_rate)  # what evaluation masks at
+    argv = seen["argv"]
+    training_dir = argv[argv.index("--model-dir") + 1]
+    assert training_dir.startswith(f"{gcs}/training/") and seen["lease"]
+    assert not storage.exists(f"{training_dir}/lease.json")  # released after
+    identity = json.loads(storage.read_text(f"{training_dir}/inputs.json"))
+    assert identity["processes"] == 16 and identity["variant"] == "byte" and len(identity["data"]) == 2
+    assert argv[argv.index("--data") + 1] == f"{gcs}/art/cc100_data/shard-0,{gcs}/art/wiki_data/shard-0"
+    for flag, value in (("--seq-length", "128"), ("--train-steps", "20"), ("--global-batch-size", "32"),
+                        ("--warmup-steps", None), ("--learning-rate", None)):  # every stage spelled out
+        assert argv[argv.index(flag) + 1] == ",".join(
+            str(getattr(st, flag[2:].replace("-", "_"))) for st in stages), flag
+        assert value is None or set(argv[argv.index(flag) + 1].split(",")) == {value}, flag
+    for flag, value in (("--micro-batch-size", "2"), ("--seed", "5"), ("--architecture", "modernbert-tiny")):
+        assert argv[argv.index(flag) + 1] == value, flag
+    (body,) = k8s.created_bodies
+    assert body["metadata"]["name"] == trainjob.trainjob_name("run-77", "byte") and not k8s.jobs
+    assert body["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "8"
+    # train_torch's outputs: the HF dir with its tokenizer, the training record, metrics, the loss curve
+    hf_dir = artifacts.data_root(out["hf_model"].uri, out["hf_model"].path)
+    assert sorted(storage.list_files(hf_dir)) == sorted(
+        f"{hf_dir}/{n}" for n in {*os.listdir(tmp_path / "tok"), "config.json"})
+    record = artifacts.read_manifest(out["model"].path)
+    assert record["training_dir"] == training_dir and record["final_model_dir"] == f"{training_dir}/hf"
+    assert record["trainjob"] == f"{NS}/{body['metadata']['name']}" and "history" not in record["stages"][0]
+    assert out["metrics"].metadata["stage1_loss"] == 3.5 and "trainjob_elapsed_s" in out["metrics"].metadata
+    assert "stage 1" in Path(out["loss_curve"].path).read_text().lower()
+
+    # Another world size splits the batch otherwise: another training dir.
+    monkeypatch.setenv("BERTJA_RUN_ID", "run-78")
+    again = train_torch_trainjob.python_func(
+        shards=shard_sets[0], more_shards=shard_sets[1], tokenizer=tokenizer, variant="byte", plan="modernbert-ja",
+        trainer_image="img:1", architecture="tiny", seq_lengths=[128], train_steps=[20], global_batch_size=32,
+        micro_batch_size=2, seed=5, training_root=f"{gcs}/training", num_nodes=4, gpus_per_node=8, **out)
+    assert again.seq_length == 128 and seen["argv"][seen["argv"].index("--model-dir") + 1] != training_dir
+
+
+def test_the_exit_task_releases_trainjobs_only_when_asked_and_tpus_only_on_tpu(k8s, monkeypatch, capfd):
+    from components.tpu import orchestrate
+
+    monkeypatch.delenv("BERTJA_RUN_ID", raising=False)
+    monkeypatch.delenv("VERTEX_AI_PIPELINES_RUN_LABELS", raising=False)
+    monkeypatch.setattr(trainjob, "TrainJobControl", lambda namespace: control(k8s))
+    tpu_calls = []
+    monkeypatch.setattr(orchestrate, "release_run", lambda **kw: tpu_calls.append(kw) or [{"tpu": kw["run_id"]}])
+    c = control(k8s)
+    c.create(spec(name=trainjob.trainjob_name("run-5", "byte")))
+    kw = dict(run_id="run-5", variants=["byte", "modernbert"], gcp_project="p", gcp_zone="z")
+    assert orchestrate.release_training(backend="cpu", **kw) == [] and k8s.jobs  # not asked: kept
+    released = orchestrate.release_training(backend="cpu", trainjobs=True, **kw)
+    assert [r["deleted"] for r in released] == [True, False] and not k8s.jobs and not tpu_calls
+    assert "no TPU VM to release" in capfd.readouterr().err
+    # a failing TPU release does not keep the TrainJobs alive, and is raised after
+    c.create(spec(name=trainjob.trainjob_name("run-5", "byte")))
+    monkeypatch.setattr(orchestrate, "release_run", lambda **kw: (_ for _ in ()).throw(RuntimeError("tpu api down")))
+    with pytest.raises(RuntimeError, match="tpu api down"):
+        orchestrate.release_training(backend="tpu", trainjobs=True, **kw)
+    assert not k8s.jobs
 
 
 def test_sigterm_while_following_deletes_the_job_and_exits_1(tmp_path):

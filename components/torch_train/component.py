@@ -30,8 +30,8 @@ def train_torch(shards: Input[List[Dataset]], tokenizer: Input[Model], variant: 
     go to the KFP metrics; the loss curve has a series per stage."""
     from collections import namedtuple
 
-    from components import artifacts, reports, storage
-    from components.torch_train.step import train_step
+    from components import artifacts
+    from components.torch_train.step import record, train_step
 
     data = [uri for s in [*shards, *(more_shards or [])] for uri in artifacts.data_files(s.uri, s.path)]
     root = artifacts.data_root(model.uri, model.path)
@@ -41,20 +41,6 @@ def train_torch(shards: Input[List[Dataset]], tokenizer: Input[Model], variant: 
                         train_steps=list(train_steps) or None, global_batch_size=global_batch_size or None,
                         learning_rate=learning_rate or None, micro_batch_size=micro_batch_size, seed=seed,
                         workers=workers, processes=processes)
-    storage.copy_tree(result["hf_dir"], artifacts.data_root(hf_model.uri, hf_model.path))
-    stages = [{k: v for k, v in s.items() if k != "history"} for s in result["stages"]]
-    artifacts.write_manifest(model.path, {"variant": variant, "plan": plan, "architecture": result["architecture"],
-                                          "final_model_dir": artifacts.reference(root, result["hf_dir"]),
-                                          "training_dir": result["training_dir"], "stages": stages})
-    artifacts.write_manifest(hf_model.path, {"variant": variant, "plan": plan, "architecture": result["architecture"]})
-    info = {"variant": variant, "plan": plan, "architecture": result["architecture"],
-            "training_dir": result["training_dir"]}
-    model.metadata.update({**info, "model_dir": result["hf_dir"]})
-    hf_model.metadata.update(info)
-    reports.log_metrics(metrics, {f"stage{s['stage']}_{k}": s[k] for s in stages
-                                  for k in ("loss", "steps_per_sec", "tokens_per_sec", "samples_per_sec", "tokens")
-                                  if s.get(k) is not None})
-    with open(loss_curve.path, "w") as f:
-        f.write(reports.loss_curve_html(f"Training loss ({variant}, {plan})",
-                                        reports.stage_loss_series(result["stages"])))
+    record(result, variant=variant, plan=plan, model=model, hf_model=hf_model, metrics=metrics,
+           loss_curve=loss_curve, fallback_root=root)
     return namedtuple("Trained", ["seq_length", "mask_rate"])(int(result["seq_length"]), float(result["mask_rate"]))

@@ -68,21 +68,29 @@ def training_identity(*, variant: str, plan: str, architecture: str, shard_dirs:
             "micro_batch_size": int(micro_batch_size), "processes": int(processes)}
 
 
-def torchrun_argv(processes: int, *, plan: str, architecture: str, model_dir: str, tokenizer_dir: str,
-                  shard_dirs: list[str], stages: tuple[configs.Stage, ...], micro_batch_size: int, seed: int,
-                  workers: int) -> list[str]:
-    """``torchrun --standalone --nproc-per-node N`` on ``bertja train --engine torch``, the stages
-    spelled out (so every rank trains exactly what the identity names)."""
+def trainer_options(stages: tuple[configs.Stage, ...], *, architecture: str, micro_batch_size: int, seed: int,
+                    workers: int) -> dict:
+    """``bertja train --engine torch`` options with the stages spelled out (so every rank, in this pod or
+    on a TrainJob's nodes, trains exactly what the identity names)."""
     def per_stage(name):
         return ",".join(str(getattr(s, name)) for s in stages)
 
+    return {"architecture": architecture, "seq-length": per_stage("seq_length"),
+            "train-steps": per_stage("train_steps"), "global-batch-size": per_stage("global_batch_size"),
+            "learning-rate": per_stage("learning_rate"), "warmup-steps": per_stage("warmup_steps"),
+            "micro-batch-size": str(int(micro_batch_size)), "seed": str(int(seed)), "workers": str(int(workers))}
+
+
+def torchrun_argv(processes: int, *, plan: str, architecture: str, model_dir: str, tokenizer_dir: str,
+                  shard_dirs: list[str], stages: tuple[configs.Stage, ...], micro_batch_size: int, seed: int,
+                  workers: int) -> list[str]:
+    """``torchrun --standalone --nproc-per-node N`` on ``bertja train --engine torch``."""
+    options = trainer_options(stages, architecture=architecture, micro_batch_size=micro_batch_size, seed=seed,
+                              workers=workers)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(int(processes)),
-            "-m", "pipelines.cli", "train", "--engine", "torch", "--plan", plan, "--architecture", architecture,
-            "--data", ",".join(shard_dirs), "--model-dir", model_dir, "--tokenizer-dir", tokenizer_dir,
-            "--seq-length", per_stage("seq_length"), "--train-steps", per_stage("train_steps"),
-            "--global-batch-size", per_stage("global_batch_size"), "--learning-rate", per_stage("learning_rate"),
-            "--warmup-steps", per_stage("warmup_steps"), "--micro-batch-size", str(int(micro_batch_size)),
-            "--seed", str(int(seed)), "--workers", str(int(workers))]
+            "-m", "pipelines.cli", "train", "--engine", "torch", "--plan", plan, "--data", ",".join(shard_dirs),
+            "--model-dir", model_dir, "--tokenizer-dir", tokenizer_dir,
+            *(arg for key, value in options.items() for arg in (f"--{key}", value))]
 
 
 def _run_torchrun(argv: list[str], model_dir: str) -> dict:
@@ -95,20 +103,41 @@ def _run_torchrun(argv: list[str], model_dir: str) -> dict:
     return state["complete"]
 
 
-def train_step(*, variant: str, plan: str, shard_dirs: list[str], tokenizer_dir: str, training_root: str,
-               fallback_root: str, architecture: str = "", seq_lengths=None, train_steps=None,
-               global_batch_size=None, learning_rate=None, micro_batch_size: int = 8, seed: int = 0,
-               workers: int = 2, processes: int = 1,
-               lease_ttl_s: float = mg_stages.DEFAULT_LEASE_TTL_S) -> dict:
-    """Trains (or resumes, or finds done) the plan in its training directory; returns the trainer's
-    result (``hf_dir``, per-stage metrics) plus ``training_dir``, ``training_key`` and ``architecture``.
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A checked training request: the resolved architecture and stages, and the directory it trains in."""
 
-    ``training_root`` '' trains under ``fallback_root`` (the task's own output)."""
+    plan: str
+    architecture: str
+    stages: tuple[configs.Stage, ...]
+    root: str
+    identity: dict | None
+
+    def lease(self, ttl_s: float = mg_stages.DEFAULT_LEASE_TTL_S) -> mg_stages.DirLease:
+        """The training dir's lease, owned by this run (a retried task of the same run takes it over)."""
+        found = run_identity.find_run_id()
+        return mg_stages.DirLease(self.root, found[0] if found else f"{socket.gethostname()}:{os.getpid()}",
+                                  ttl_s=ttl_s)
+
+    def outcome(self, result: dict) -> dict:
+        """The trainer's result plus where it trained and the last stage's length and masking rate."""
+        if not result.get("finished") or not result.get("hf_dir"):
+            raise RuntimeError(f"training in {self.root} stopped before its last step")
+        return {**result, "architecture": self.architecture, "training_dir": self.root,
+                "training_key": mg_stages.training_key(self.identity) if self.identity else None,
+                "seq_length": self.stages[-1].seq_length, "mask_rate": self.stages[-1].mask_rate}
+
+
+def prepare(*, variant: str, plan: str, shard_dirs: list[str], tokenizer_dir: str, training_root: str,
+            fallback_root: str, architecture: str = "", seq_lengths=None, train_steps=None, global_batch_size=None,
+            learning_rate=None, micro_batch_size: int = 8, seed: int = 0, processes: int = 1) -> Prepared:
+    """Checks the request and names its training dir: content-named under ``training_root`` (its
+    identity written there), else ``fallback_root`` (the task's own output). ``processes``: the
+    trainer's world size (it splits the batch)."""
     from components.tokenizer.files import read_tokenizer_info
 
     if isinstance(seq_lengths, int) or isinstance(train_steps, int):
         raise TypeError("seq_lengths and train_steps are lists (one value for all stages, or one per stage)")
-
     if int(processes) < 1:
         raise BadInput(f"processes={processes}: must be at least 1")
     if not shard_dirs:
@@ -119,8 +148,7 @@ def train_step(*, variant: str, plan: str, shard_dirs: list[str], tokenizer_dir:
     for i, st in enumerate(stages, 1):
         configs.check_length(configs.architecture(arch), st.seq_length, f"plan {plan} stage {i}")
     read_tokenizer_info(tokenizer_dir)  # a missing or foreign tokenizer fails here, before any identity work
-    root = fallback_root
-    identity = None
+    root, identity = fallback_root, None
     if training_root:
         identity = training_identity(variant=variant, plan=plan, architecture=arch, shard_dirs=shard_dirs,
                                      tokenizer_dir=tokenizer_dir, stages=stages, seed=seed,
@@ -130,13 +158,29 @@ def train_step(*, variant: str, plan: str, shard_dirs: list[str], tokenizer_dir:
                            + "\n")
     print(f"training dir {root}" + (f" (key {mg_stages.training_key(identity)})" if identity else ""),
           file=sys.stderr, flush=True)
-    found = run_identity.find_run_id()
-    owner = found[0] if found else f"{socket.gethostname()}:{os.getpid()}"
-    common = dict(plan=plan, architecture=arch, model_dir=root, tokenizer_dir=tokenizer_dir, seed=seed,
-                  micro_batch_size=micro_batch_size, workers=workers)
-    with mg_stages.DirLease(root, owner, ttl_s=lease_ttl_s):
+    return Prepared(plan=plan, architecture=arch, stages=stages, root=root, identity=identity)
+
+
+def train_step(*, variant: str, plan: str, shard_dirs: list[str], tokenizer_dir: str, training_root: str,
+               fallback_root: str, architecture: str = "", seq_lengths=None, train_steps=None,
+               global_batch_size=None, learning_rate=None, micro_batch_size: int = 8, seed: int = 0,
+               workers: int = 2, processes: int = 1,
+               lease_ttl_s: float = mg_stages.DEFAULT_LEASE_TTL_S) -> dict:
+    """Trains (or resumes, or finds done) the plan in its training directory; returns the trainer's
+    result (``hf_dir``, per-stage metrics) plus ``training_dir``, ``training_key`` and ``architecture``.
+
+    ``training_root`` '' trains under ``fallback_root`` (the task's own output)."""
+    job = prepare(variant=variant, plan=plan, shard_dirs=shard_dirs, tokenizer_dir=tokenizer_dir,
+                  training_root=training_root, fallback_root=fallback_root, architecture=architecture,
+                  seq_lengths=seq_lengths, train_steps=train_steps, global_batch_size=global_batch_size,
+                  learning_rate=learning_rate, micro_batch_size=micro_batch_size, seed=seed, processes=processes)
+    common = dict(plan=plan, architecture=job.architecture, model_dir=job.root, tokenizer_dir=tokenizer_dir,
+                  seed=seed, micro_batch_size=micro_batch_size, workers=workers)
+    stages = job.stages
+    with job.lease(lease_ttl_s):
         if int(processes) > 1:
-            result = _run_torchrun(torchrun_argv(int(processes), shard_dirs=shard_dirs, stages=stages, **common), root)
+            result = _run_torchrun(torchrun_argv(int(processes), shard_dirs=shard_dirs, stages=stages, **common),
+                                   job.root)
         else:
             from components.torch_train.trainer import train
 
@@ -145,8 +189,30 @@ def train_step(*, variant: str, plan: str, shard_dirs: list[str], tokenizer_dir:
                            global_batch_size=[s.global_batch_size for s in stages],
                            learning_rate=[s.learning_rate for s in stages],
                            warmup_steps=[s.warmup_steps for s in stages], **common)
-    if not result.get("finished"):
-        raise RuntimeError(f"training in {root} stopped before its last step")
-    return {**result, "architecture": arch, "training_dir": root,
-            "training_key": mg_stages.training_key(identity) if identity else None,
-            "seq_length": stages[-1].seq_length, "mask_rate": stages[-1].mask_rate}
+    return job.outcome(result)
+
+
+def record(result: dict, *, variant: str, plan: str, model, hf_model, metrics, loss_curve, fallback_root: str,
+           extra: dict | None = None) -> None:
+    """A train step's outputs, the same whichever way it trained: ``hf_model`` gets the trained Hugging
+    Face directory (with its tokenizer), ``model`` the training record, ``metrics`` per-stage throughput
+    and loss, ``loss_curve`` a series per stage. Arguments are KFP artifacts (uri, path, metadata)."""
+    from components import artifacts, reports
+
+    storage.copy_tree(result["hf_dir"], artifacts.data_root(hf_model.uri, hf_model.path))
+    stages = [{k: v for k, v in s.items() if k != "history"} for s in result["stages"]]
+    info = {"variant": variant, "plan": plan, "architecture": result["architecture"],
+            "training_dir": result["training_dir"], **(extra or {})}
+    artifacts.write_manifest(model.path, {**info, "final_model_dir": artifacts.reference(fallback_root,
+                                                                                         result["hf_dir"]),
+                                          "stages": stages})
+    artifacts.write_manifest(hf_model.path, {"variant": variant, "plan": plan, "architecture": result["architecture"]})
+    model.metadata.update({**info, "model_dir": result["hf_dir"]})
+    hf_model.metadata.update(info)
+    reports.log_metrics(metrics, {**({"trainjob_elapsed_s": result["elapsed_s"]} if "elapsed_s" in result else {}),
+                                  **{f"stage{s['stage']}_{k}": s[k] for s in stages
+                                     for k in ("loss", "steps_per_sec", "tokens_per_sec", "samples_per_sec", "tokens")
+                                     if s.get(k) is not None}})
+    with open(loss_curve.path, "w") as f:
+        f.write(reports.loss_curve_html(f"Training loss ({variant}, {plan})",
+                                        reports.stage_loss_series(result["stages"])))

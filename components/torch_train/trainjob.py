@@ -25,6 +25,7 @@ import time
 
 from components import storage
 from components.errors import BadInput
+from components.train.stages import DEFAULT_LEASE_TTL_S
 
 GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -580,7 +581,35 @@ def train_variant(control: TrainJobControl, *, variant: str, plan: str, data: li
     result = train_on_trainjob(control, spec, model_dir=model_dir, timeout_s=timeout_s)
     complete = status.read(model_dir).get("complete") or {}
     return {**result, "run_id": run_id, "plan": plan, "architecture": complete.get("architecture"),
-            "stages": complete.get("stages") or []}
+            "finished": bool(complete.get("finished")), "stages": complete.get("stages") or []}
+
+
+def train_step(control: TrainJobControl, *, variant: str, plan: str, shard_dirs: list[str], tokenizer_dir: str,
+               training_root: str, fallback_root: str, image: str, architecture: str = "", seq_lengths=None,
+               train_steps=None, global_batch_size=None, learning_rate=None, micro_batch_size: int = 8,
+               seed: int = 0, workers: int = 2, runtime: str = DEFAULT_RUNTIME, num_nodes: int = 1,
+               gpus_per_node: int = 0, cpu: str = "", memory: str = "", node_selector: dict | None = None,
+               tolerations: list | None = None, service_account: str = "", timeout_s: float = DEFAULT_TIMEOUT_S,
+               environ=None, lease_ttl_s: float = DEFAULT_LEASE_TTL_S) -> dict:
+    """The pipeline's PyTorch train step (``components.torch_train.step.train_step``) on a TrainJob:
+    the same checks, content-named training dir, lease and result, with ``num_nodes`` x
+    ``gpus_per_node`` ranks (the world size is part of the dir's identity: it splits the batch)."""
+    from components.torch_train import step
+
+    job = step.prepare(variant=variant, plan=plan, shard_dirs=shard_dirs, tokenizer_dir=tokenizer_dir,
+                       training_root=training_root, fallback_root=fallback_root, architecture=architecture,
+                       seq_lengths=seq_lengths, train_steps=train_steps, global_batch_size=global_batch_size,
+                       learning_rate=learning_rate, micro_batch_size=micro_batch_size, seed=seed,
+                       processes=int(num_nodes) * max(int(gpus_per_node), 1))
+    options = step.trainer_options(job.stages, architecture=job.architecture, micro_batch_size=micro_batch_size,
+                                   seed=seed, workers=workers)
+    with job.lease(lease_ttl_s):
+        result = train_variant(control, variant=variant, plan=plan, data=shard_dirs, tokenizer_dir=tokenizer_dir,
+                               model_dir=job.root, image=image, trainer_options=options, runtime=runtime,
+                               num_nodes=num_nodes, gpus_per_node=gpus_per_node, cpu=cpu, memory=memory,
+                               node_selector=node_selector, tolerations=tolerations,
+                               service_account=service_account, timeout_s=timeout_s, environ=environ)
+    return job.outcome(result)
 
 
 def release_run(control: TrainJobControl, *, run_id: str, variants: list[str]) -> list[dict]:

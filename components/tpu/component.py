@@ -8,18 +8,12 @@ from components.images import image
 
 
 @dsl.component(base_image=image("tpu"), install_kfp_package=False)
-def release_compute(backend: str, run_id: str, variants: List[str], gcp_project: str, gcp_zone: str):
-    """Deletes every TPU VM this run may have created (idempotent; a failure is loud).
+def release_compute(backend: str, run_id: str, variants: List[str], gcp_project: str, gcp_zone: str,
+                    trainjobs: bool = False):
+    """Deletes the run's TPU VMs and (``trainjobs``) TrainJobs, named from the run id: an exit task may
+    not depend on the train tasks. Never cached, so it may take the run-id placeholder."""
+    from components.tpu.orchestrate import release_training
 
-    Node names are derived from the run id, not read from the train task: an exit task may
-    not depend on tasks inside its exit handler, and it must work even when the train task
-    never reported anything. Never cached, so it may take the run-id placeholder as an input;
-    the backend's own run id wins where there is one, as in the train task.
-    """
-    if backend != "tpu":
-        print(f"training_backend={backend!r}: no cloud compute to release")
-        return
-    from components.tpu.orchestrate import release_run
-
-    for released in release_run(project=gcp_project, zone=gcp_zone, run_id=run_id, variants=variants):
+    for released in release_training(backend=backend, run_id=run_id, variants=variants, gcp_project=gcp_project,
+                                     gcp_zone=gcp_zone, trainjobs=trainjobs):
         print(released)

@@ -425,3 +425,29 @@ def release_run(*, project: str, zone: str, run_id: str, variants: list[str], ap
         raise BadInput("run_id: empty and the backend gives none; cannot name this run's TPU VMs")
     return [release_tpu(project=project, zone=zone, node_name=tpu_node_name(run, v), api_endpoint=api_endpoint,
                         timeout_s=timeout_s) for v in variants]
+
+
+def release_training(*, backend: str, run_id: str, variants: list[str], gcp_project: str, gcp_zone: str,
+                     trainjobs: bool = False) -> list[dict]:
+    """The exit task: the run's TPU VMs (``backend`` 'tpu') and, where the profile trains on Kubeflow
+    Trainer (``trainjobs``), its TrainJobs in the pod's namespace. Both are tried; the first failure is
+    raised after."""
+    steps = []
+    if backend == "tpu":
+        steps.append(lambda: release_run(project=gcp_project, zone=gcp_zone, run_id=run_id, variants=variants))
+    else:
+        log(f"training_backend={backend!r}: no TPU VM to release")
+    if trainjobs:
+        from components.torch_train import trainjob
+
+        steps.append(lambda: trainjob.release_run(trainjob.TrainJobControl(None), run_id=run_id, variants=variants))
+    released, failures = [], []
+    for release in steps:
+        try:
+            released += release()
+        except Exception as e:  # noqa: BLE001 -- the other kind is still released; raised below
+            log(f"release failed: {e}")
+            failures.append(e)
+    if failures:
+        raise failures[0]
+    return released
