@@ -63,7 +63,7 @@ def build(profile: Profile):
 
     def shard_data(names, shards, tokenizer, *, loop: str, max_seq_length, max_predictions, dupe_factor,
                    masked_lm_prob, short_seq_prob, data_seed, whole_word_masking, next_sentence_prediction,
-                   data_format, words=None, parallelism=profile.data_parallelism):
+                   data_format, words=None, stage1_corpus=None, parallelism=profile.data_parallelism):
         """One pretraining-data task per shard (ParallelFor); returns the task in the loop. ``words``: the
         shards' MeCab words (split_words), which MeCab tokenizers read instead of the text."""
         with dsl.ParallelFor(names, parallelism=parallelism, name=loop) as shard:
@@ -72,7 +72,8 @@ def build(profile: Profile):
                 max_predictions=max_predictions, dupe_factor=dupe_factor, masked_lm_prob=masked_lm_prob,
                 short_seq_prob=short_seq_prob, base_seed=data_seed, whole_word_masking=whole_word_masking,
                 next_sentence_prediction=next_sentence_prediction, data_format=data_format,
-                **({"words": words} if words is not None else {})))
+                **({"words": words} if words is not None else {}),
+                **({"stage1_corpus": stage1_corpus} if stage1_corpus is not None else {})))
         return task
 
     # The PyTorch trainer in the pod; where the profile gives that step GPUs, the same function on the GPU
@@ -103,12 +104,12 @@ def build(profile: Profile):
             no_table = on(no_jglue(), "control")
         return dsl.OneOf(table.outputs["Output"], no_table.output)
 
-    def model_garden_pipeline(two_stages: bool):
-        """The Model Garden variant sub-pipeline with two stages, or one (stage1_corpus 'none')."""
-        @dsl.pipeline(name="bert-japanese-variant" if two_stages else "bert-japanese-variant-one-stage",
-                      description="One model variant trained with Model Garden: TFRecords per shard, "
-                                  + ("two training stages" if two_stages else "one training stage (stage 2's "
-                                     "settings, from scratch)") + ", conversion, evaluation, publishing.")
+    def model_garden_pipeline():
+        """The Model Garden variant sub-pipeline: two stages, or one (stage1_corpus 'none'), in one layout."""
+        @dsl.pipeline(name="bert-japanese-variant",
+                      description="One model variant trained with Model Garden: TFRecords per shard, two training "
+                                  "stages (or stage 2's settings from scratch when stage1_corpus is 'none'), "
+                                  "conversion, evaluation, publishing.")
         def variant_pipeline(
             variant: str, tokenizer: Model, stage1_shards: Dataset, stage1_names: List[str], stage1_words: Dataset,
             wikipedia_shards: Dataset, wikipedia_names: List[str], wikipedia_words: Dataset, heldout_names: List[str],
@@ -153,16 +154,15 @@ def build(profile: Profile):
             # Stage 2 data: Wikipedia, seq 512, 76 predictions, dupe 30.
             stage2 = shard_data(wikipedia_names, wikipedia_shards, tokenizer, loop="wikipedia-shards",
                                 words=wikipedia_words, **stage2_shape, **masking)
-            if two_stages:
-                # Stage 1 data: CC-100 (or Wikipedia), seq 128, 19 predictions, dupe 5 (one task per shard).
-                stage1 = shard_data(stage1_names, stage1_shards, tokenizer, loop="stage1-shards", words=stage1_words,
-                                    max_seq_length=stage1_max_seq_length, max_predictions=stage1_max_predictions,
-                                    dupe_factor=stage1_dupe_factor, **masking)
-                # Stage 1, then stage 2 on Wikipedia initialised from stage 1.
-                trained = train(stage1, stage2, stage1_corpus)
-            else:
-                # Tohoku v1/v2: one stage on Wikipedia with stage 2's settings, from scratch.
-                trained = train(stage2, stage2, "none")
+            # Stage 1 data: CC-100 (or Wikipedia), seq 128, 19 predictions, dupe 5 (one task per shard). With
+            # stage1_corpus 'none' (Tohoku v1/v2) each of these tasks writes an empty dataset at once and training
+            # is one stage on Wikipedia with stage 2's settings, from scratch: one layout for both (a second
+            # layout doubled the compiled workflow, which etcd bounds).
+            stage1 = shard_data(stage1_names, stage1_shards, tokenizer, loop="stage1-shards", words=stage1_words,
+                                stage1_corpus=stage1_corpus, max_seq_length=stage1_max_seq_length,
+                                max_predictions=stage1_max_predictions, dupe_factor=stage1_dupe_factor, **masking)
+            # Stage 1, then stage 2 on Wikipedia initialised from stage 1.
+            trained = train(stage1, stage2, stage1_corpus)
             trained_model = trained.outputs["model"]
             # Held-out Wikipedia shard, same format as stage 2: masked-LM accuracy on unseen text.
             heldout = shard_data(heldout_names, wikipedia_shards, tokenizer, loop="heldout-shards", parallelism=0,
@@ -182,7 +182,7 @@ def build(profile: Profile):
             return published.outputs["release"]
         return variant_pipeline
 
-    variant_pipelines = {True: model_garden_pipeline(True), False: model_garden_pipeline(False)}
+    model_garden_variant = model_garden_pipeline()
 
     @dsl.pipeline(name="bert-japanese-torch-variant",
                   description="One variant of a PyTorch-trainer recipe: token shards of both corpora, the plan's "
@@ -374,7 +374,7 @@ def build(profile: Profile):
                 return on(variants_selected(variants=variants, among=list(among), trainer=trainer,
                                             trainers=list(trainers)), "control").output == True  # noqa: E712
 
-            def variants_for(stage1_shards, stage1_names, stage1_words, two_stages: bool, trainers: tuple):
+            def variants_for(stage1_shards, stage1_names, stage1_words, trainers: tuple):
                 """Steps 6-12 for one stage-1 layout: tokenizers, then per variant data, training (Model
                 Garden, then conversion; or the PyTorch trainer), evaluation, publishing. The variants are laid out statically
                 (each behind a condition on `variants` and `trainer`) rather than in a ParallelFor: the
@@ -398,7 +398,7 @@ def build(profile: Profile):
                         with dsl.If(selected([name], ["model-garden"]), name=f"build-{name}"):
                             tokenizer = on(variant_tokenizer(variant=name, wordpiece=wordpiece.outputs["tokenizer"],
                                                              **options))
-                            variant_pipelines[two_stages](variant=name, tokenizer=tokenizer.outputs["tokenizer"],
+                            model_garden_variant(variant=name, tokenizer=tokenizer.outputs["tokenizer"],
                                                           **stage1, **split, **data, **evaluation, **model_garden)
                 # SentencePiece and bytes: their tokenizers come from the sample alone.
                 for t in trainers:
@@ -415,7 +415,7 @@ def build(profile: Profile):
                                 torch_variant_pipeline(variant=name, tokenizer=tokenizer.outputs["tokenizer"],
                                                        **stage1, **data, **evaluation, **torch_settings)
                             else:
-                                variant_pipelines[two_stages](variant=name, tokenizer=tokenizer.outputs["tokenizer"],
+                                model_garden_variant(variant=name, tokenizer=tokenizer.outputs["tokenizer"],
                                                               **stage1, **split, **data, **evaluation, **model_garden)
 
             # Stage 1 (the recipe's `stage1_corpus`): CC-100 into 64 shards, downloaded only for it; Wikipedia's
@@ -428,13 +428,10 @@ def build(profile: Profile):
                 cc100_words = on(split_words(shards=cc100_split.outputs["shards"], mecab_dic=mecab_dic,
                                              enabled=uses_mecab.output))
                 variants_for(cc100_split.outputs["shards"], cc100_split.outputs["names"], cc100_words.outputs["words"],
-                             True, ("model-garden", "torch"))
-            with dsl.Elif(stage1_corpus == "wikipedia", name="stage1-wikipedia"):
+                             ("model-garden", "torch"))
+            with dsl.Else(name="stage1-wikipedia-or-none"):  # 'none': the stage-1 data tasks write nothing
                 variants_for(wiki_split.outputs["shards"], wiki_split.outputs["names"], wiki_words.outputs["words"],
-                             True, ("model-garden",))
-            with dsl.Else(name="one-stage"):
-                variants_for(wiki_split.outputs["shards"], wiki_split.outputs["names"], wiki_words.outputs["words"],
-                             False, ("model-garden",))
+                             ("model-garden",))
 
     return bert_japanese
 

@@ -94,15 +94,15 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
             inner = loops[task.component_ref.name].dag.tasks
             if any(t.startswith("pretraining-data") for t in inner):
                 shard_loops.append(task)
-    # The variants are laid out once per stage-1 corpus (cc100, wikipedia: two stages; none: one); per
-    # Model Garden variant: stage-1 (two stages only), Wikipedia and held-out shard loops; per
-    # PyTorch-trainer variant (cc100 only): token shards of both corpora and held-out token shards
+    # The variants are laid out twice: stage 1 on CC-100, or on Wikipedia's shards (whose stage-1 tasks write
+    # nothing for stage1_corpus 'none'); per Model Garden variant: stage-1, Wikipedia and held-out shard
+    # loops; per PyTorch-trainer variant (cc100 only): token shards of both corpora and held-out token shards
     model_garden, torch = (len(parameters.TRAINER_VARIANTS[t]) for t in ("model-garden", "torch"))
-    assert len(shard_loops) == 2 * 3 * model_garden + 2 * model_garden + 3 * torch
+    assert len(shard_loops) == 2 * 3 * model_garden + 3 * torch
     assert {t.iterator_policy.parallelism_limit for t in shard_loops} >= {profiles.get("gcp").data_parallelism}
     # training consumes the collected outputs of the shard loops
     trains = [t for _o, n, t in tasks if n.startswith("train-model")]
-    assert len(trains) == 3 * model_garden
+    assert len(trains) == 2 * model_garden
     for train in trains:
         for key in ("stage1_examples", "stage2_examples"):
             assert train.inputs.artifacts[key].task_output_artifact.producer_task.startswith("for-loop"), key
@@ -112,15 +112,15 @@ def test_shape_exit_handler_parallel_for_and_caching(tmp_path):
     # each variant's sub-pipeline runs only when the run's `variants` and `trainer` select it; the MeCab
     # WordPiece steps only when a variant built on them is selected
     conditions = [t for _o, _n, t in tasks if "variants-selected" in t.trigger_policy.condition]
-    assert len(conditions) == 3 * (1 + model_garden) + torch
+    assert len(conditions) == 2 * (1 + model_garden) + torch
     # and within each variant, JGLUE or not (tests/test_jglue.py checks that branch)
-    assert len([t for _o, _n, t in tasks if "jglue_uri" in t.trigger_policy.condition]) == 2 * (3 * model_garden
+    assert len([t for _o, _n, t in tasks if "jglue_uri" in t.trigger_policy.condition]) == 2 * (2 * model_garden
                                                                                                  + torch)
     subs = []
     for cond in conditions:
         inner = spec.components[cond.component_ref.name].dag.tasks
         subs += [n for n in inner if n.startswith("bert-japanese-")]
-    assert len([n for n in subs if n.startswith("bert-japanese-variant")]) == 3 * model_garden
+    assert len([n for n in subs if n.startswith("bert-japanese-variant")]) == 2 * model_garden
     assert len([n for n in subs if n.startswith("bert-japanese-torch-variant")]) == torch
     # caching: on for every step but source resolution and the exit task
     for _owner, name, task in tasks:
@@ -369,14 +369,20 @@ def test_recipe_layout_stage1_corpus_mecab_steps_and_the_torch_trainer(tmp_path)
     assert len(cc100_owner) == 1 and "stage1_corpus" in condition_of(cc100_owner[0])
     assert "'cc100'" in condition_of(cc100_owner[0])
     # UniDic, alphabet and WordPiece only when a MeCab variant is selected (once per stage-1 layout)
-    assert len(owner_of["wordpiece-tokenizer"]) == 3 and owner_of["alphabet"] == owner_of["wordpiece-tokenizer"]
+    assert len(owner_of["wordpiece-tokenizer"]) == 2 and owner_of["alphabet"] == owner_of["wordpiece-tokenizer"]
     assert all("variants-selected" in condition_of(o) for o in owner_of["wordpiece-tokenizer"])
     # Model Garden variants: two stages, or one (stage1_corpus 'none') from scratch, each reading TFRecords
     trains = [(o, t) for o, n, t in tasks if n.startswith("train-model")]
     stages = sorted(_constant(t, "stage1_corpus") if "stage1_corpus" in t.inputs.parameters
                     and t.inputs.parameters["stage1_corpus"].HasField("runtime_value") else "param"
                     for _o, t in trains)
-    assert stages.count("none") == len(trains) // 3 == len(parameters.TRAINER_VARIANTS["model-garden"])
+    # every Model Garden training reads the run's stage1_corpus ('none': one stage from scratch), and so does
+    # every stage-1 data task (its 'none' writes an empty dataset at once); no other data task takes it
+    assert stages == ["param"] * len(trains)
+    stage1_data = [t for _o, n, t in tasks if n.startswith("pretraining-data") and "stage1_corpus" in t.inputs.parameters]
+    assert len(stage1_data) == 2 * len(parameters.TRAINER_VARIANTS["model-garden"])
+    assert all(t.inputs.parameters["stage1_corpus"].component_input_parameter.endswith("stage1_corpus")
+               for t in stage1_data)
     for _o, name, task in tasks:
         if name.startswith("pretraining-data"):
             assert _constant(task, "data_format") in ("tfrecord", "shards")

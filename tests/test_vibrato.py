@@ -206,7 +206,8 @@ def test_cli_writes_a_vibrato_byte_tokenizer(dictionary, tmp_path):
 def test_vibrato_parameters_are_checked_together():
     from pipelines.parameters import merged, validate
 
-    byte = {"variants": ["byte"], "trainer": "torch", "data_format": "shards", "next_sentence_prediction": False}
+    byte = {"variants": ["byte"], "trainer": "torch", "torch_plan": "bybert", "data_format": "shards",
+            "next_sentence_prediction": False}
     url = "https://example.org/bccwj-suw+unidic-cwj-3_1_1/system.dic.zst"
     validate(merged({**byte, "word_splitter": "vibrato", "vibrato_dict_url": url}), for_run=False)
     # vibrato words with mecab_dic=none still allow whole-word masking (MeCab then only splits sentences)

@@ -13,7 +13,7 @@ def pretraining_data(shards: Input[Dataset], shard: str, tokenizer: Input[Model]
                      max_predictions: int, dupe_factor: int, masked_lm_prob: float, short_seq_prob: float,
                      base_seed: int, examples: Output[Dataset], stats: Output[Metrics], samples: Output[Markdown],
                      whole_word_masking: bool = True, next_sentence_prediction: bool = True,
-                     data_format: str = "tfrecord", words: Input[Dataset] = None):
+                     data_format: str = "tfrecord", words: Input[Dataset] = None, stage1_corpus: str = ""):
     """One shard -> GZIP TFRecords (Model Garden v2 features) + a JSON summary, or (``data_format``
     "shards") the shard's token shards for the PyTorch trainer (unmasked; masking parameters unused).
 
@@ -21,6 +21,8 @@ def pretraining_data(shards: Input[Dataset], shard: str, tokenizer: Input[Model]
     and a re-run of the same shard is byte-identical. ``words``: the shards' word-split
     files (``split_words``), read instead of the text by MeCab tokenizers (wordpiece,
     character) split with the same dictionary; the output is the same either way.
+    ``stage1_corpus`` (given to stage-1 tasks only): 'none', a one-stage recipe, whose training
+    reads no stage-1 data: an empty dataset at once (the DAG keeps one layout for both kinds).
     """
     from components import artifacts, reports, storage
     from components.errors import BadInput
@@ -30,6 +32,13 @@ def pretraining_data(shards: Input[Dataset], shard: str, tokenizer: Input[Model]
     from components.resources import available_cpus
     from components.words.split import WORDS_SUFFIX, words_or_text
 
+    if stage1_corpus == "none":
+        artifacts.write_manifest(examples.path, {"files": [], "shard": shard, "format": data_format, "stats": {},
+                                                 "skipped": "stage1_corpus 'none': one training stage"})
+        examples.metadata.update({"shard": shard, "skipped": True})
+        with open(samples.path, "w") as f:
+            f.write(f"{shard}: not made (stage1_corpus 'none': the recipe trains one stage)\n")
+        return
     root = artifacts.data_root(examples.uri, examples.path)
     vocab_dir = artifacts.data_root(tokenizer.uri, tokenizer.path)
     listed = words is not None and shard + WORDS_SUFFIX in artifacts.read_manifest(words.path).get("files", [])
