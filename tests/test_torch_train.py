@@ -458,3 +458,22 @@ def test_gcs_shards_are_mapped_from_a_local_copy(tmp_path, byte_shards, gcs):
     assert all(p.path.startswith(str(spool)) for p in mapped.ids.parts)
     assert np.array_equal(mapped.ids[0:len(memory.ids)], memory.ids)
     assert np.array_equal(mapped.word_starts[0:len(memory.ids)], memory.word_starts)
+
+
+def test_compile_without_a_compiler_is_refused_before_training_on_cpu_and_gpu(monkeypatch):
+    """Issue 13: torch.compile builds native code at run time (C++ on CPU, Triton's C launcher on CUDA);
+    the images have no compiler, so --compile must fail at once with the reason, not inside a step."""
+    import types
+
+    from components.errors import BadInput
+    from components.torch_train import trainer
+
+    monkeypatch.setattr(trainer.shutil, "which", lambda name: None)
+    for var in ("CC", "CXX"):
+        monkeypatch.delenv(var, raising=False)
+    for kind, needs in (("cpu", "C\\+\\+ compiler"), ("cuda", "C compiler for Triton")):
+        with pytest.raises(BadInput, match=needs):
+            trainer.check_compile(True, types.SimpleNamespace(type=kind))
+        trainer.check_compile(False, types.SimpleNamespace(type=kind))  # no --compile: nothing needed
+    monkeypatch.setenv("CC", "/usr/bin/gcc")
+    trainer.check_compile(True, types.SimpleNamespace(type="cuda"))

@@ -124,9 +124,19 @@ def pick_dtype(precision: str, device):
 
 
 def check_compile(compile: bool, device) -> None:
-    if compile and device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")):
-        raise BadInput("--compile on CPU needs a C++ compiler at run time (none found: no g++/c++ and no CXX); "
-                       "drop --compile or run on a GPU")
+    """``torch.compile`` builds native code at run time: C++ kernels on CPU (a C++ compiler), and on
+    GPUs Triton compiles its CUDA launcher with a C compiler. The images' final stages carry none, so
+    --compile is refused before the first step rather than failing inside it."""
+    if not compile:
+        return
+    if device.type == "cpu":
+        found, need = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++"), "a C++ compiler (g++/c++, CXX)"
+    else:
+        found, need = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc") or shutil.which("clang"), \
+            "a C compiler for Triton (gcc/cc/clang, CC)"
+    if not found:
+        raise BadInput(f"--compile on {device.type} needs {need} at run time and none was found; drop --compile "
+                       "(the images have no compiler)")
 
 
 # ---------------------------------------------------------------------------
