@@ -127,6 +127,20 @@ def capture(log_path: str, records: list, on_task=None):
             sys.stdout, sys.stderr = saved
             task_executor.execute_single_task = real_execute
             task_dispatcher.run_single_task_implementation = real_dispatch
+            _drop_handlers_on(stream)
+
+
+def _drop_handlers_on(stream) -> None:
+    """Logging handlers made during the run on the captured stdout (a step's ``basicConfig`` in this
+    process) would write to the closed log file afterwards ('--- Logging error ---'): they go."""
+    import logging
+
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if getattr(handler, "stream", None) is stream:
+                logger.removeHandler(handler)
 
 
 def _bind(func, args, kwargs) -> dict:

@@ -494,7 +494,7 @@ def test_pipeline_fetches_jglue_once_and_fine_tunes_each_task_in_parallel_per_va
     loops = [(o, t) for o, n, t in tasks_ if t.HasField("parameter_iterator")
              and any(x.startswith("finetune-jglue") for x in spec.components[t.component_ref.name].dag.tasks)]
     # per stage-1 layout for Model Garden variants, and once per PyTorch-trainer variant (cc100 only)
-    per_variant = 3 * len(parameters.TRAINER_VARIANTS["model-garden"]) + len(parameters.TRAINER_VARIANTS["torch"])
+    per_variant = 2 * len(parameters.TRAINER_VARIANTS["model-garden"]) + len(parameters.TRAINER_VARIANTS["torch"])
     assert len(loops) == per_variant
     for _owner, loop in loops:
         assert "jglue_tasks" in loop.parameter_iterator.items.input_parameter

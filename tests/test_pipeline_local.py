@@ -11,6 +11,7 @@ import inspect
 import io
 import os
 import re
+import sys
 
 import pytest
 import yaml
@@ -216,3 +217,20 @@ def test_display_name_and_key_figure_from_outputs(tmp_path):
     # an unknown step: its first output parameter
     other = local_run.TaskRecord("variants-selected-3", "variants-selected-3", ok=True, outputs={"Output": False})
     assert local_run.key_figure(other) == "False"
+
+
+def test_handlers_made_on_the_captured_output_are_dropped_after_the_run(tmp_path):
+    """A step run in this process may call logging.basicConfig while stdout is the run's log file;
+    after the run that handler would write to a closed file ('--- Logging error ---' in later
+    commands, e.g. bertja schedule in the same process)."""
+    import logging
+
+    from pipelines import local_run
+
+    before = list(logging.getLogger().handlers)
+    with local_run.capture(str(tmp_path / "logs" / "run.log"), []):
+        made = logging.StreamHandler(sys.stdout)  # what basicConfig does inside the run
+        logging.getLogger().addHandler(made)
+        logging.getLogger("bertja.test").addHandler(logging.StreamHandler(sys.stdout))
+    assert logging.getLogger().handlers == before
+    assert not logging.getLogger("bertja.test").handlers
