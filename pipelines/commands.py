@@ -243,7 +243,7 @@ def cached_fill_mask(model_dir: str, cache_dir: str, text: str = FILL_MASK_QUERY
 
 def run_summary(result: dict, fill_mask_cache: str) -> str:
     """The end of ``bertja run --local``: time, tasks ran/cached, each model with a fill-mask
-    answer (or a PyTorch-trainer recipe's hand-off), the run's metrics table."""
+    answer, the run's metrics table."""
     from pipelines import local_run
 
     tasks = result["tasks"]
@@ -251,10 +251,6 @@ def run_summary(result: dict, fill_mask_cache: str) -> str:
     lines = [f"\npipeline finished in {result['seconds']:.1f}s",
              f"{len(tasks)} tasks: {ran} ran, {len(tasks) - ran} cached; full logs in {result['log']}"]
     for m in result["models"]:
-        if "model_dir" not in m:  # a PyTorch-trainer recipe (issue 13)
-            lines.append(f"{m['message']}\ntokenizer ({m['variant']}): {m['tokenizer_dir']}\n"
-                         f"token shards: {m['shards']} (listed in {m['data_dir']})")
-            continue
         lines.append(f"Hugging Face model ({m['variant']}): {m['model_dir']}")
         answers, cached = cached_fill_mask(m["model_dir"], fill_mask_cache)
         lines.append(f"fill-mask {FILL_MASK_QUERY!r}: " + ", ".join(f"{r['token']} ({r['score']:.3f})" for r in answers)

@@ -16,11 +16,6 @@ def model_name(model_size: str, variant: str) -> str:
     return f"bert-{model_size}-japanese" + VARIANT_SUFFIXES.get(variant, f"-{variant}")
 
 
-def data_release_name(model_size: str, variant: str, dump_date: str) -> str:
-    """Where a PyTorch-trainer recipe's tokenizer and shard list go until that trainer exists."""
-    return f"{release_name(model_size, variant, dump_date)}-torch-data"
-
-
 def release_name(model_size: str, variant: str, dump_date: str) -> str:
     return f"{model_name(model_size, variant)}-{dump_date}"
 
