@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import unicodedata
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -623,3 +624,27 @@ def test_batch_examples_are_the_examples_protobuf_reads(vocab_size, width, nsp, 
         assert list(f["masked_lm_weights"].float_list.value) == slots[i].astype(float).tolist()
         if nsp:
             assert list(f["next_sentence_labels"].int64_list.value) == [batch.random_next[i]]
+
+
+def test_parts_compressed_apart_make_one_gzip_member_that_gzip_and_tensorflow_read(tmp_path):
+    """Workers compress their units' records on their own; the writer joins the parts into one GZIP
+    member whose trailer (CRC-32, length) gzip checks, and TensorFlow reads every record in order."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    from components.pretraining_data import tfrecord as records
+    from components.tfrecord import frame_many
+
+    rng = np.random.default_rng(3)
+    units = [[rng.bytes(int(rng.integers(1, 3000))) for _ in range(int(k))] for k in (200, 0, 1, 1500)]
+    path = tmp_path / "parts.tfrecord.gz"
+    with records.open_gzip_records(str(path)) as writer:
+        for unit in units:
+            writer.write(records.deflate_records(frame_many(unit)))
+    data = path.read_bytes()
+    expected = [r for unit in units for r in unit]
+    assert writer.records == len(expected)
+    assert gzip.decompress(data) == b"".join(frame_many(expected))  # gzip checks the CRC and length
+    member = zlib.decompressobj(31)
+    assert member.decompress(data) == b"".join(frame_many(expected)) and member.eof and not member.unused_data
+    assert [r.numpy() for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")] == expected

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from components.pretraining_data.create import SHUFFLE_BUFFER, create_pretraining_data, summary_uri
+from components.pretraining_data.create import SHUFFLE_DOCUMENTS, create_pretraining_data, summary_uri
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -39,8 +39,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="lowercase text (default: the vocab dir's tokenizer_config.json)")
     p.add_argument("--workers", type=int, default=1, help="processes (output is the same for any number)")
     p.add_argument("--num-output-files", type=int, default=1)
-    p.add_argument("--shuffle-buffer", type=int, default=SHUFFLE_BUFFER,
-                   help="records mixed across neighbouring documents before writing")
+    p.add_argument("--shuffle-documents", type=int, default=SHUFFLE_DOCUMENTS,
+                   help="documents of a pass whose instances are shuffled together (one unit of work)")
     return p
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str], prog: str = "bertja pretraining-data") -> int:
         max_predictions=args.max_predictions, dupe_factor=args.dupe_factor,
         masked_lm_prob=args.masked_lm_prob, short_seq_prob=args.short_seq_prob, seed=args.seed,
         do_lower_case=args.do_lower_case, workers=args.workers, num_output_files=args.num_output_files,
-        shuffle_buffer=args.shuffle_buffer, whole_word_masking=args.whole_word_masking,
+        shuffle_documents=args.shuffle_documents, whole_word_masking=args.whole_word_masking,
         next_sentence_prediction=args.next_sentence_prediction, words=args.words)
     print(json.dumps({**summary, "summary": summary_uri(args.output)}, ensure_ascii=False, indent=2))
     return 0

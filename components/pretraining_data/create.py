@@ -2,9 +2,10 @@
 
 Streaming: documents are tokenized into flat arrays (``documents``), then for
 each of ``dupe_factor`` passes the documents are visited in a fresh random
-order, in blocks; each block's instances are made, masked and serialized (in
-worker processes when ``workers`` > 1) and written at once. Instances are never
-all in memory; a bounded buffer mixes records from neighbouring blocks.
+order, in units of ``shuffle_documents``; a unit's instances are made and masked
+in blocks, shuffled together, serialized and compressed (in worker processes when
+``workers`` > 1), and the parent only appends the compressed parts to the files.
+Instances are never all in memory: a few units at a time.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from components.parallel import ordered_map
 from components.pretraining_data.tokenization import load_tokenizer
 from components.progress import Progress
 
-BLOCK_DOCUMENTS = 64      # documents per unit of work (fixed: output must not depend on workers)
-SHUFFLE_BUFFER = 10_000   # records mixed across blocks before writing
+BLOCK_DOCUMENTS = 64        # documents masked as one batch (fixed: output must not depend on workers)
+SHUFFLE_DOCUMENTS = 1024    # documents per unit of work, whose instances are shuffled together
 TFRECORD_SUFFIX = ".tfrecord.gz"
 SUMMARY_SUFFIX = ".summary.json"
 
@@ -66,62 +67,44 @@ def _check(name: str, ok: bool, rule: str, value) -> None:
 _STATE: dict = {}
 
 
-def _set_state(docs: Documents, config: instances.MaskingConfig, seed: int) -> None:
-    _STATE.update(docs=docs, config=config, seed=seed)
+def _set_state(docs: Documents, config: instances.MaskingConfig, seed: int, num_files: int) -> None:
+    _STATE.update(docs=docs, config=config, seed=seed, num_files=num_files)
 
 
-def _make_block(unit: tuple[int, int, np.ndarray]) -> tuple[list[bytes], tuple[int, int, int, int]]:
-    pass_index, block, doc_ids = unit
-    docs, config, seed = _STATE["docs"], _STATE["config"], _STATE["seed"]
-    ranges = instances.layout(docs, doc_ids, random.Random(f"{seed}:{pass_index}:{block}"), config)
-    if not len(ranges):
-        return [], (0, 0, 0, 0)
-    batch = instances.make_batch(docs, ranges, np.random.default_rng([seed, 2, pass_index, block]), config)
-    stats = (len(batch), int(batch.lengths.sum()), int(batch.masked_counts.sum()), int(batch.random_next.sum()))
-    return tfrecord.batch_records(batch, config.vocab_size, config.next_sentence_prediction), stats
+def _make_unit(unit: tuple[int, int, np.ndarray]) -> tuple[list[tfrecord.DeflatedPart], np.ndarray]:
+    """One unit of work: the instances of a run of documents of one pass, made block by block,
+    shuffled together, framed and compressed (part ``p`` holds records ``p, p + K, ...`` of the
+    shuffled unit, K = output files), with (instances, tokens, masked tokens, random next)."""
+    pass_index, unit_index, doc_ids = unit
+    docs, config, seed, num_files = _STATE["docs"], _STATE["config"], _STATE["seed"], _STATE["num_files"]
+    records: list[bytes] = []
+    stats = np.zeros(4, dtype=np.int64)
+    for block, start in enumerate(range(0, len(doc_ids), BLOCK_DOCUMENTS)):
+        key = (pass_index, unit_index, block)
+        ranges = instances.layout(docs, doc_ids[start:start + BLOCK_DOCUMENTS],
+                                  random.Random(f"{seed}:{pass_index}:{unit_index}:{block}"), config)
+        if not len(ranges):
+            continue
+        batch = instances.make_batch(docs, ranges, np.random.default_rng([seed, 2, *key]), config)
+        stats += (len(batch), batch.lengths.sum(), batch.masked_counts.sum(), batch.random_next.sum())
+        records += tfrecord.batch_records(batch, config.vocab_size, config.next_sentence_prediction)
+    order = np.random.default_rng([seed, 3, pass_index, unit_index]).permutation(len(records)).tolist()
+    return [tfrecord.deflate_records(list(map(records.__getitem__, order[p::num_files])))
+            for p in range(num_files)], stats
 
 
-class RecordMixer:
-    """A bounded shuffle buffer: each record that comes in sends a random one out.
-
-    Blocks hold the instances of a few documents; this spreads them over the
-    ``size`` records around them, without ever holding more than ``size``.
-    """
-
-    def __init__(self, size: int, rng: np.random.Generator):
-        self.size, self.rng = size, rng
-        self.buffer: list[bytes] = []
-
-    def mix(self, records: list[bytes]) -> list[bytes]:
-        """The records to write now, in order."""
-        free = self.size - len(self.buffer)
-        if free > 0:
-            self.buffer += records[:free]
-            records = records[free:]
-        buffer, out = self.buffer, []
-        for slot, record in zip(self.rng.integers(0, self.size, len(records)).tolist(), records):
-            out.append(buffer[slot])
-            buffer[slot] = record
-        return out
-
-    def drain(self) -> list[bytes]:
-        out = [self.buffer[i] for i in self.rng.permutation(len(self.buffer)).tolist()]
-        self.buffer = []
-        return out
-
-
-def _units(num_docs: int, dupe_factor: int, seed: int):
+def _units(num_docs: int, dupe_factor: int, seed: int, unit_documents: int):
     for pass_index in range(dupe_factor):
         order = np.random.default_rng([seed, 1, pass_index]).permutation(num_docs)
-        for block, start in enumerate(range(0, num_docs, BLOCK_DOCUMENTS)):
-            yield pass_index, block, order[start:start + BLOCK_DOCUMENTS]
+        for unit, start in enumerate(range(0, num_docs, unit_documents)):
+            yield pass_index, unit, order[start:start + unit_documents]
 
 
 def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, max_seq_length: int = 128,
                             max_predictions: int = 19, dupe_factor: int = 5, masked_lm_prob: float = 0.15,
                             short_seq_prob: float = 0.1, seed: int = 12345, do_lower_case: bool | None = None,
                             workers: int = 1, num_output_files: int = 1,
-                            shuffle_buffer: int = SHUFFLE_BUFFER, whole_word_masking: bool = True,
+                            shuffle_documents: int = SHUFFLE_DOCUMENTS, whole_word_masking: bool = True,
                             next_sentence_prediction: bool = True, words: bool = False) -> dict:
     """Writes the shard's instances as GZIP TFRecords (v2 feature names) and returns the summary.
 
@@ -147,7 +130,7 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
     _check("seed", seed >= 0, "must be >= 0", seed)
     _check("workers", workers >= 1, "must be >= 1", workers)
     _check("num_output_files", num_output_files >= 1, "must be >= 1", num_output_files)
-    _check("shuffle_buffer", shuffle_buffer >= 1, "must be >= 1", shuffle_buffer)
+    _check("shuffle_documents", shuffle_documents >= 1, "must be >= 1", shuffle_documents)
     outputs = output_uris(output_uri, num_output_files)
     storage.check_outputs([input_uri, vocab_dir], files=[*outputs, summary_uri(output_uri)])
     tokenizer = load_tokenizer(vocab_dir, do_lower_case)
@@ -165,23 +148,17 @@ def create_pretraining_data(input_uri: str, output_uri: str, vocab_dir: str, *, 
                                      whole_word_masking=bool(whole_word_masking))
     totals = np.zeros(4, dtype=np.int64)  # instances, tokens, masked tokens, random next
     progress = Progress("pretraining-data: instances", "instances")
-    mixer = RecordMixer(shuffle_buffer, np.random.default_rng([seed, 3]))
     with ExitStack() as stack:
         writers = [stack.enter_context(tfrecord.open_gzip_records(uri)) for uri in outputs]
-        written = 0
-
-        def emit(records: list[bytes]) -> None:  # round robin over the files, as the reference does
-            nonlocal written
-            for k, writer in enumerate(writers):
-                writer.write_many(records[(k - written) % len(writers)::len(writers)])
-            written += len(records)
-
-        for records, stats in ordered_map(_make_block, _units(len(docs), dupe_factor, seed), workers=workers,
-                                          initializer=_set_state, initargs=(docs, config, seed)):
+        for parts, stats in ordered_map(_make_unit, _units(len(docs), dupe_factor, seed, shuffle_documents),
+                                        workers=workers, initializer=_set_state,
+                                        initargs=(docs, config, seed, len(writers))):
+            # Round robin over the files, as the reference does: record j of the unit is record
+            # totals[0] + j of the shard, so part p (j = p mod K) goes on in file (totals[0] + p) mod K.
+            for p, part in enumerate(parts):
+                writers[(int(totals[0]) + p) % len(writers)].write(part)
             totals += stats
-            progress.add(stats[0])
-            emit(mixer.mix(records))
-        emit(mixer.drain())
+            progress.add(int(stats[0]))
         output_instances = [writer.records for writer in writers]
     progress.done()
 

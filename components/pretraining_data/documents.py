@@ -123,38 +123,37 @@ def read_documents(input_uri: str, tokenizer: PieceTokenizer, *, workers: int = 
     if words:
         expected = check_words_file(input_uri, tokenizer)
     codes = array.array(np.dtype(tokenizer.dtype).char)
-    sentence_ends = array.array("q")
-    document_ends = array.array("q")
+    sentence_ends: list[np.ndarray] = []
+    document_ends: list[np.ndarray] = []
     stats = ReadStats()
-    open_document = False
+    sentences = 0  # so far; a document is open while it exceeds the last document end
+    last_end = 0
     progress = Progress("pretraining-data: tokenized", "lines")
     for chunk_codes, chunk_counts in ordered_map(_tokenize_chunk, _chunks(input_uri, progress, words), workers=workers,
                                                  initializer=_set_tokenizer, initargs=(tokenizer,)):
-        end = len(codes)
+        start = len(codes)
         codes.frombytes(chunk_codes)
-        counts = array.array("i")
-        counts.frombytes(chunk_counts)
-        for count in counts:
-            stats.input_lines += 1
-            if count > 0:
-                end += count
-                sentence_ends.append(end)
-                open_document = True
-            elif count == BLANK:
-                if open_document:
-                    document_ends.append(len(sentence_ends))
-                    open_document = False
-            else:
-                stats.lines_without_tokens += 1
-    if open_document:
-        document_ends.append(len(sentence_ends))
+        counts = np.frombuffer(chunk_counts, dtype=np.int32)
+        stats.input_lines += len(counts)
+        stats.lines_without_tokens += int(np.count_nonzero(counts == 0))
+        sentence_lengths = counts[counts > 0]
+        sentence_ends.append(start + np.cumsum(sentence_lengths, dtype=np.int64))
+        # A blank line ends the document open before it: the sentence count at each blank line,
+        # kept where it grew since the last document end.
+        before = sentences + np.cumsum(counts > 0)[counts == BLANK]
+        ends = before[before > np.concatenate([[last_end], before[:-1]])]
+        document_ends.append(ends)
+        sentences += len(sentence_lengths)
+        last_end = int(ends[-1]) if len(ends) else last_end
+    if sentences > last_end:
+        document_ends.append(np.array([sentences]))
     progress.done()
     if words and stats.input_lines != expected:
         raise BadInput(f"{input_uri}: {stats.input_lines} lines, its {storage.basename(meta_uri(input_uri))} "
                        f"says {expected} (not the file split-words wrote)")
     docs = Documents(
         codes=np.frombuffer(codes, dtype=tokenizer.dtype) if codes else np.zeros(0, tokenizer.dtype),
-        sentence_ends=np.frombuffer(sentence_ends, dtype=np.int64) if sentence_ends else np.zeros(0, np.int64),
-        document_ends=np.frombuffer(document_ends, dtype=np.int64) if document_ends else np.zeros(0, np.int64),
+        sentence_ends=np.concatenate([np.zeros(0, np.int64), *sentence_ends]),
+        document_ends=np.concatenate([np.zeros(0, np.int64), *document_ends]).astype(np.int64),
     )
     return docs, stats

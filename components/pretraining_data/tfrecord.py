@@ -4,7 +4,8 @@ An Example with only int64/float lists has a simple protobuf layout (map entries
 of Int64List/FloatList with packed values), so a whole batch is encoded with
 numpy: table lookups for varints and headers, one boolean index to join them.
 Files are TFRecord framing (length, masked CRC32C of the length, data, masked
-CRC32C of the data) in a GZIP stream, what ``tf.data.TFRecordDataset(...,
+CRC32C of the data) in one GZIP member, compressed in parts where the records
+are made (``deflate_records``) and joined by the writer: what ``tf.data.TFRecordDataset(...,
 compression_type="GZIP")`` and Model Garden's ``tfrecord_compressed`` read.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from isal import isal_zlib
@@ -170,32 +173,52 @@ def batch_records(batch: Batch, vocab_size: int, next_sentence_prediction: bool 
     return frame_many(batch_examples(batch, vocab_size, next_sentence_prediction))
 
 
-class GzipRecordWriter:
-    """Appends framed records to one GZIP stream (ISA-L deflate, compressed ~1 MB at a time)."""
+@dataclass(frozen=True)
+class DeflatedPart:
+    """Framed records compressed on their own (raw deflate, ending byte-aligned on a full flush),
+    with what the GZIP trailer needs of them: their CRC-32 and length, uncompressed."""
 
-    FLUSH_BYTES = 1 << 20
+    data: bytes
+    crc: int
+    size: int
+    records: int
+
+
+def deflate_records(records: list[bytes]) -> DeflatedPart:
+    """Framed records as one ``DeflatedPart``: parts made anywhere (worker processes) join into
+    one GZIP member in any writer, the way pigz joins its blocks, so the file's bytes do not
+    depend on which process compressed what."""
+    data = b"".join(records)
+    deflate = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15)  # -15: raw deflate, no container
+    return DeflatedPart(deflate.compress(data) + deflate.flush(isal_zlib.Z_FULL_FLUSH), isal_zlib.crc32(data),
+                        len(data), len(records))
+
+
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, OS unknown
+_FINAL_BLOCK = b"\x03\x00"  # an empty final block (fixed Huffman): ends the deflate stream
+
+
+class GzipRecordWriter:
+    """One GZIP member made of ``DeflatedPart``s, in the order written."""
 
     def __init__(self, stream):
         self._stream = stream
-        self._deflate = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)  # 31: gzip container
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._crc = 0
+        self._size = 0
         self.records = 0
+        stream.write(_GZIP_HEADER)
+
+    def write(self, part: DeflatedPart) -> None:
+        self._stream.write(part.data)
+        self._crc = isal_zlib.crc32_combine(self._crc, part.crc, part.size)
+        self._size += part.size
+        self.records += part.records
 
     def write_many(self, records: list[bytes]) -> None:
-        self._pending += records
-        self._pending_bytes += sum(map(len, records))
-        self.records += len(records)
-        if self._pending_bytes >= self.FLUSH_BYTES:
-            self._compress()
-
-    def _compress(self) -> None:
-        self._stream.write(self._deflate.compress(b"".join(self._pending)))
-        self._pending, self._pending_bytes = [], 0
+        self.write(deflate_records(records))
 
     def finish(self) -> None:
-        self._compress()
-        self._stream.write(self._deflate.flush())
+        self._stream.write(_FINAL_BLOCK + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
 
 
 @contextlib.contextmanager
