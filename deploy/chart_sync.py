@@ -3,8 +3,9 @@ code, images and chart together (tests/test_helm.py fails until this has been ru
 
 - Chart.yaml ``version``/``appVersion`` and values.yaml ``image.tag``: the package version;
 - values.yaml ``image.registry`` and ``image.repositories``: components/images.py;
-- values.schema.json: the image keys (components/images.py) and the pipeline parameter names
-  (pipelines/parameters.py).
+- values.schema.json: the image keys (components/images.py), the pipeline parameter names
+  (pipelines/parameters.py), and the profiles a cluster can run (pipelines/profiles.py: those with
+  Kubernetes settings) with the rule that those on a gs:// root need the bucket and the project.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from pathlib import Path
 
 from components import images
+from pipelines import profiles
 from pipelines.parameters import PipelineParameters
 
 CHART = Path(__file__).resolve().parent.parent / "helm" / "bert-japanese-pipelines"
@@ -50,6 +52,19 @@ def main() -> int:
     repositories["properties"] = {key: {"$ref": "#/definitions/repository"} for key in images.IMAGES}
     names = [f.name for f in dataclasses.fields(PipelineParameters)]
     schema["properties"]["pipeline"]["properties"]["parameters"]["propertyNames"]["enum"] = names
+    cluster = [p for p in profiles.PROFILES.values() if p.platform.kubernetes]
+    schema["properties"]["pipeline"]["properties"]["profile"]["enum"] = [p.name for p in cluster]
+    gcs_rule = schema["allOf"][0]
+    on_gcs = [p.name for p in cluster if p.needs_gcs_root]
+    gcs_rule["if"]["properties"]["pipeline"]["properties"]["profile"] = {"enum": on_gcs}
+    gcs_rule["then"]["description"] = (f"profiles {', '.join(on_gcs)} need a bucket (pipeline root, checkpoints) "
+                                       "and parameters.gcp_project (TPU VMs)")
+    helpers = CHART / "templates" / "_helpers.tpl"
+    text = helpers.read_text(encoding="utf-8")
+    listed = " ".join(json.dumps(name) for name in on_gcs)
+    text = _sub(text, r'\(has \.Values\.pipeline\.profile \(list [^)]*\)\)',
+                f"(has .Values.pipeline.profile (list {listed}))", helpers)
+    helpers.write_text(text, encoding="utf-8")
     schema_json.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"chart synced: version {version}, {len(images.IMAGES)} images, {len(names)} pipeline parameters")
     return 0

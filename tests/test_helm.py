@@ -40,6 +40,11 @@ GOOD_VALUES = {
     "TrainJobs with their janitor, also for KFP standalone's runner": {
         "trainjob": {"enabled": True, "serviceAccounts": ["pipeline-runner"], "runtimes": ["torch-distributed", "torch-h100"],
                      "janitor": {"enabled": True, "dryRun": True, "podAnnotations": {"sidecar.istio.io/inject": "false"}}},
+        "pipeline": {"profile": "gke-trainjob", "parameters": {"gcp_project": "my-project"}},
+        "gcs": {"bucket": "my-bucket"},
+    },
+    "GPU node pool profile": {
+        "pipeline": {"profile": "gke-gpu", "parameters": {"gcp_project": "my-project"}}, "gcs": {"bucket": "my-bucket"},
     },
     "multi-user, run on install, existing account": {
         "serviceAccount": {"create": False, "name": "team-runner"},
@@ -352,6 +357,9 @@ BAD_VALUES = {
                                      "missing property 'gcs'"),
     "gcp profile without a project": ({"pipeline": {"profile": "gcp"}, "gcs": {"bucket": "my-bucket"}},
                                       "missing property 'gcp_project'"),
+    "GPU profile without a bucket": ({"pipeline": {"profile": "gke-gpu", "parameters": {"gcp_project": "p"}}},
+                                     "missing property 'gcs'"),
+    "Vertex AI profile (no cluster runs it)": ({"pipeline": {"profile": "vertex"}}, "/pipeline/profile"),
     "pipeline root that is no URI": ({"pipeline": {"root": "/data/root"}}, "/pipeline/root"),
     "empty image tag": ({"image": {"tag": ""}}, "/image/tag"),
     "missing image tag": ({"image": {"tag": None}}, "missing property 'tag'"),
@@ -395,10 +403,25 @@ def test_an_enabled_janitor_needs_to_know_where_the_tpu_vms_are(missing):
         render({"tpuJanitor": janitor})
 
 
-def test_gcp_profile_with_a_non_gcs_root_fails_in_the_template():
-    with pytest.raises(helm.HelmRenderError, match="gs:// pipeline root"):
-        render({"pipeline": {"profile": "gcp", "root": "minio://mlpipeline/v2", "parameters": {"gcp_project": "p"}},
-                "gcs": {"bucket": "my-bucket"}})
+@pytest.mark.parametrize("profile", ["gcp", "gke-gpu", "gke-trainjob"])
+def test_gcs_profiles_with_a_non_gcs_root_fail_in_the_template(profile):
+    with pytest.raises(helm.HelmRenderError, match=f"pipeline.profile {profile} needs a gs:// pipeline root"):
+        render({"pipeline": {"profile": profile, "root": "minio://mlpipeline/v2", "parameters": {"gcp_project": "p"}},
+                "gcs": {"bucket": "my-bucket"}, "trainjob": {"enabled": True}})
+
+
+def test_the_chart_offers_exactly_the_profiles_a_cluster_runs_and_trainjobs_need_their_rbac():
+    from pipelines import profiles
+
+    with helm.Chart.load(CHART) as chart:
+        offered = chart.schema["properties"]["pipeline"]["properties"]["profile"]["enum"]
+    assert offered == [p.name for p in profiles.PROFILES.values() if p.platform.kubernetes], "run `make chart-sync`"
+    assert "vertex" not in offered and {"gke-gpu", "gke-trainjob"} <= set(offered)
+    values = {"pipeline": {"profile": "gke-trainjob", "parameters": {"gcp_project": "p"}}, "gcs": {"bucket": "my-bucket"}}
+    with pytest.raises(helm.HelmRenderError, match="set trainjob.enabled=true"):
+        render(values)
+    (config_map,) = by_kind(manifests({**values, "trainjob": {"enabled": True}}), "ConfigMap")
+    assert config_map["data"]["BERTJA_PROFILE"] == "gke-trainjob"
 
 
 # ---------------------------------------------------------------------------

@@ -36,8 +36,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/* Checks across values that a JSON schema cannot state clearly. */}}
 {{- define "bertja.validate" -}}
-{{- if and (eq .Values.pipeline.profile "gcp") (not (hasPrefix "gs://" (include "bertja.pipelineRoot" .))) -}}
-{{- fail "pipeline.profile gcp needs a gs:// pipeline root: set gcs.bucket (or pipeline.root to gs://...)" -}}
+{{- if and (has .Values.pipeline.profile (list "gcp" "gke-gpu" "gke-trainjob")) (not (hasPrefix "gs://" (include "bertja.pipelineRoot" .))) -}}
+{{- fail (printf "pipeline.profile %s needs a gs:// pipeline root: set gcs.bucket (or pipeline.root to gs://...)" .Values.pipeline.profile) -}}
+{{- end -}}
+{{- if and (eq .Values.pipeline.profile "gke-trainjob") (not .Values.trainjob.enabled) -}}
+{{- fail "pipeline.profile gke-trainjob runs Kubeflow Trainer TrainJobs: set trainjob.enabled=true (their RBAC)" -}}
 {{- end -}}
 {{- if and .Values.pipeline.useChartServiceAccount (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
 {{- fail "pipeline.useChartServiceAccount with serviceAccount.create=false needs serviceAccount.name (an existing service account)" -}}
