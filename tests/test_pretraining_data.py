@@ -485,7 +485,7 @@ def test_preview_table_escapes_a_pipe_token(tmp_path):
                   masked_counts=np.array([1]), random_next=np.array([0]))
     shard = str(tmp_path / "x.tfrecord.gz")
     with records.open_gzip_records(shard) as writer:
-        writer.write_many(records.batch_records(batch, len(tokens)))
+        writer.write_many(records.batch_examples(batch, len(tokens)))
     md = preview_markdown(shard, str(tmp_path / "vocab"), n=1)
     assert "| 1 | [MASK] | \\| |" in md.splitlines()
     assert "- **A:** [MASK] あ" in md and "- **B:** い" in md
@@ -583,13 +583,14 @@ def test_lowercasing_one_word_at_a_time_equals_transformers(tmp_path):
 def test_batch_examples_are_the_examples_protobuf_reads(vocab_size, width, nsp, monkeypatch):
     """The encoder (varints for the batch, looked-up byte strings for the rest) gives Examples that
     protobuf parses to the batch, whatever the varint widths (1 to 4 bytes) and whether a
-    (segment A, length) pair's bytes are cached or not; ``frame_many`` frames each as ``frame`` does."""
+    (segment A, length) pair's bytes are cached or not; ``framed_join`` frames each as
+    ``frame`` does."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
     from components.pretraining_data import tfrecord as records
     from components.pretraining_data.instances import Batch
-    from components.tfrecord import frame, frame_many, parse_example
+    from components.tfrecord import frame, framed_join, parse_example
 
     rng = np.random.default_rng(7)
     n, pred = 50, 5
@@ -610,7 +611,7 @@ def test_batch_examples_are_the_examples_protobuf_reads(vocab_size, width, nsp, 
     examples = records.batch_examples(batch, vocab_size, nsp)
     assert len(templates.middle) == 10
     assert records.batch_examples(batch, vocab_size, nsp) == examples
-    assert records.batch_records(batch, vocab_size, nsp) == frame_many(examples) == [frame(e) for e in examples]
+    assert framed_join(examples) == b"".join(frame(e) for e in examples)
     for i, data in enumerate(examples):
         f = tf.train.Example.FromString(data).features.feature
         assert list(parse_example(data)) == ["input_word_ids", "input_type_ids", "input_mask", "masked_lm_positions",
@@ -633,18 +634,18 @@ def test_parts_compressed_apart_make_one_gzip_member_that_gzip_and_tensorflow_re
     import tensorflow as tf
 
     from components.pretraining_data import tfrecord as records
-    from components.tfrecord import frame_many
+    from components.tfrecord import framed_join
 
     rng = np.random.default_rng(3)
     units = [[rng.bytes(int(rng.integers(1, 3000))) for _ in range(int(k))] for k in (200, 0, 1, 1500)]
     path = tmp_path / "parts.tfrecord.gz"
     with records.open_gzip_records(str(path)) as writer:
         for unit in units:
-            writer.write(records.deflate_records(frame_many(unit)))
+            writer.write(records.deflate_records(unit))
     data = path.read_bytes()
     expected = [r for unit in units for r in unit]
     assert writer.records == len(expected)
-    assert gzip.decompress(data) == b"".join(frame_many(expected))  # gzip checks the CRC and length
+    assert gzip.decompress(data) == framed_join(expected)  # gzip checks the CRC and length
     member = zlib.decompressobj(31)
-    assert member.decompress(data) == b"".join(frame_many(expected)) and member.eof and not member.unused_data
+    assert member.decompress(data) == framed_join(expected) and member.eof and not member.unused_data
     assert [r.numpy() for r in tf.data.TFRecordDataset(str(path), compression_type="GZIP")] == expected

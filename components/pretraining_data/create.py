@@ -77,7 +77,7 @@ def _make_unit(unit: tuple[int, int, np.ndarray]) -> tuple[list[tfrecord.Deflate
     shuffled unit, K = output files), with (instances, tokens, masked tokens, random next)."""
     pass_index, unit_index, doc_ids = unit
     docs, config, seed, num_files = _STATE["docs"], _STATE["config"], _STATE["seed"], _STATE["num_files"]
-    records: list[bytes] = []
+    examples: list[bytes] = []
     stats = np.zeros(4, dtype=np.int64)
     for block, start in enumerate(range(0, len(doc_ids), BLOCK_DOCUMENTS)):
         key = (pass_index, unit_index, block)
@@ -87,9 +87,9 @@ def _make_unit(unit: tuple[int, int, np.ndarray]) -> tuple[list[tfrecord.Deflate
             continue
         batch = instances.make_batch(docs, ranges, np.random.default_rng([seed, 2, *key]), config)
         stats += (len(batch), batch.lengths.sum(), batch.masked_counts.sum(), batch.random_next.sum())
-        records += tfrecord.batch_records(batch, config.vocab_size, config.next_sentence_prediction)
-    order = np.random.default_rng([seed, 3, pass_index, unit_index]).permutation(len(records)).tolist()
-    return [tfrecord.deflate_records(list(map(records.__getitem__, order[p::num_files])))
+        examples += tfrecord.batch_examples(batch, config.vocab_size, config.next_sentence_prediction)
+    order = np.random.default_rng([seed, 3, pass_index, unit_index]).permutation(len(examples)).tolist()
+    return [tfrecord.deflate_records(list(map(examples.__getitem__, order[p::num_files])))
             for p in range(num_files)], stats
 
 

@@ -22,7 +22,7 @@ from isal import isal_zlib
 
 from components import storage
 from components.pretraining_data.instances import Batch
-from components.tfrecord import frame_many
+from components.tfrecord import framed_join
 
 FLOAT_FEATURES = {"masked_lm_weights"}
 GZIP_LEVEL = 1  # ISA-L's fast level: zlib level 1's ratio at ~7x its speed
@@ -69,22 +69,27 @@ def _feature_header(name: str, payload_len: int) -> bytes:
 
 
 @functools.lru_cache(maxsize=16)
-def _headers(name: str, max_payload: int) -> list[bytes]:
-    """``_feature_header`` for every payload length up to ``max_payload`` (a list: one index per record)."""
-    return [_feature_header(name, p) for p in range(max_payload + 1)]
+def _headers(name: str, max_payload: int) -> tuple[list[bytes], np.ndarray]:
+    """``_feature_header`` for every payload length up to ``max_payload`` (a list: one index per
+    record), and each one's length plus the payload's (an array: the record's length in numpy)."""
+    headers = [_feature_header(name, p) for p in range(max_payload + 1)]
+    return headers, np.array([len(h) for h in headers]) + np.arange(max_payload + 1)
 
 
-def _varint_rows(name: str, values: np.ndarray, size: int) -> tuple[bytes, list[int], list[bytes]]:
+def _varint_rows(name: str, values: np.ndarray, size: int) -> tuple[bytes, np.ndarray, list[bytes], np.ndarray]:
     """An int64 feature with values in [0, size): the varints of each row of ``values`` back to
-    back, each row's end offset in them, and the feature's headers by payload length."""
+    back, each row's end offset in them, the feature's headers by payload length, and each
+    row's whole feature length (header and payload)."""
     packed, real, nbytes = _varint_table(size)
     n, k = values.shape
-    headers = _headers(name, k * int(nbytes[-1]))
+    headers, feature_lengths = _headers(name, k * int(nbytes[-1]))
     if packed.itemsize == 1:  # every varint is one byte: no padding to drop
-        return values.astype(np.uint8).tobytes(), list(range(k, n * k + 1, k)), headers
+        payload = np.full(n, k)
+        return values.astype(np.uint8).tobytes(), np.cumsum(payload), headers, feature_lengths[payload]
     # np.compress on flat arrays: ~3x faster than a boolean index here
     data = np.compress(real[values].view(bool).ravel(), packed[values].view(np.uint8).ravel())
-    return data.tobytes(), np.cumsum(nbytes[values].sum(axis=1)).tolist(), headers
+    payload = nbytes[values].sum(axis=1)
+    return data.tobytes(), np.cumsum(payload), headers, feature_lengths[payload]
 
 
 class _Templates:
@@ -138,9 +143,15 @@ def _templates(width: int, predictions: int, next_sentence_prediction: bool) -> 
     return _Templates(width, predictions, next_sentence_prediction)
 
 
-@functools.lru_cache(maxsize=4096)
-def _example_header(length: int) -> bytes:
-    return b"\x0a" + _varint(length)  # Example.features (field 1), length-delimited
+class _ExampleHeaders(list):
+    """``Example.features``' tag and length varint, by body length (a list grown on demand)."""
+
+    def upto(self, length: int) -> "_ExampleHeaders":
+        self.extend(b"\x0a" + _varint(n) for n in range(len(self), length + 1))
+        return self
+
+
+_EXAMPLE_HEADERS = _ExampleHeaders()
 
 
 def batch_examples(batch: Batch, vocab_size: int, next_sentence_prediction: bool = True) -> list[bytes]:
@@ -148,34 +159,34 @@ def batch_examples(batch: Batch, vocab_size: int, next_sentence_prediction: bool
     ``next_sentence_labels``).
 
     The varints (token ids, masked positions and ids) are made for the whole
-    batch with numpy; the rest of a record is a few byte strings looked up
-    (headers by payload length, ``_Templates``) and one join.
+    batch with numpy, and so is each record's length; the rest of a record is a
+    few byte strings looked up (headers by payload length, ``_Templates``), and
+    each record is one join.
     """
     width = batch.input_ids.shape[1]
     templates = _templates(width, batch.masked_positions.shape[1], bool(next_sentence_prediction))
-    ids, ids_ends, ids_headers = _varint_rows("input_word_ids", batch.input_ids, vocab_size)
-    positions, positions_ends, positions_headers = _varint_rows("masked_lm_positions", batch.masked_positions, width)
-    labels, labels_ends, labels_headers = _varint_rows("masked_lm_ids", batch.masked_ids, vocab_size)
+    ids, ids_ends, ids_headers, ids_lengths = _varint_rows("input_word_ids", batch.input_ids, vocab_size)
+    positions, positions_ends, positions_headers, positions_lengths = _varint_rows(
+        "masked_lm_positions", batch.masked_positions, width)
+    labels, labels_ends, labels_headers, labels_lengths = _varint_rows("masked_lm_ids", batch.masked_ids, vocab_size)
+    middles = templates.middles(batch.segment_a, batch.lengths)
+    tails = templates.tails(batch.masked_counts, batch.random_next)
+    bodies = ids_lengths + positions_lengths + labels_lengths + (len(middles[0]) + len(tails[0]) if middles else 0)
+    example_headers = _EXAMPLE_HEADERS.upto(int(bodies.max(initial=0)))
     out = []
     i = p = q = 0
-    for i_end, p_end, q_end, middle, tail in zip(
-            ids_ends, positions_ends, labels_ends, templates.middles(batch.segment_a, batch.lengths),
-            templates.tails(batch.masked_counts, batch.random_next)):
-        body = b"".join((ids_headers[i_end - i], ids[i:i_end], middle, positions_headers[p_end - p],
-                         positions[p:p_end], labels_headers[q_end - q], labels[q:q_end], tail))
-        out.append(_example_header(len(body)) + body)
+    for i_end, p_end, q_end, middle, tail, body in zip(
+            ids_ends.tolist(), positions_ends.tolist(), labels_ends.tolist(), middles, tails, bodies.tolist()):
+        out.append(b"".join((example_headers[body], ids_headers[i_end - i], ids[i:i_end], middle,
+                             positions_headers[p_end - p], positions[p:p_end], labels_headers[q_end - q],
+                             labels[q:q_end], tail)))
         i, p, q = i_end, p_end, q_end
     return out
 
 
-def batch_records(batch: Batch, vocab_size: int, next_sentence_prediction: bool = True) -> list[bytes]:
-    """The framed TFRecord of each instance of a batch, in order (MLM only: no ``next_sentence_labels``)."""
-    return frame_many(batch_examples(batch, vocab_size, next_sentence_prediction))
-
-
 @dataclass(frozen=True)
 class DeflatedPart:
-    """Framed records compressed on their own (raw deflate, ending byte-aligned on a full flush),
+    """Records, framed and compressed on their own (raw deflate, ending byte-aligned on a full flush),
     with what the GZIP trailer needs of them: their CRC-32 and length, uncompressed."""
 
     data: bytes
@@ -185,10 +196,10 @@ class DeflatedPart:
 
 
 def deflate_records(records: list[bytes]) -> DeflatedPart:
-    """Framed records as one ``DeflatedPart``: parts made anywhere (worker processes) join into
+    """Records (serialized Examples), framed, as one ``DeflatedPart``: parts made anywhere (worker processes) join into
     one GZIP member in any writer, the way pigz joins its blocks, so the file's bytes do not
     depend on which process compressed what."""
-    data = b"".join(records)
+    data = framed_join(records)
     deflate = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15)  # -15: raw deflate, no container
     return DeflatedPart(deflate.compress(data) + deflate.flush(isal_zlib.Z_FULL_FLUSH), isal_zlib.crc32(data),
                         len(data), len(records))
