@@ -192,8 +192,11 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
     starts = candidate & (~is_cont | (col == 1))
     group = np.cumsum(starts, axis=1, dtype=index) - 1
     n_groups = group[:, -1] + 1  # the last group's index + 1 (no bool sum)
+    # Flat group indexes. Before a row's first group (its [CLS]) this is the previous row's last
+    # slot, or -1 (the last slot) in row 0: valid indexes, and never a candidate's.
+    flat_group = group + row_start
     # np.compress on flat arrays: several times faster than a 2-D boolean index
-    sizes = np.bincount(np.compress(candidate.ravel(), (group + row_start).ravel()), minlength=n_rows * width)
+    sizes = np.bincount(np.compress(candidate.ravel(), flat_group.ravel()), minlength=n_rows * width)
     # The groups in random order (the recipe shuffles them).
     keys = rng.random((n_rows, width), dtype=np.float32)
     valid_group = col < n_groups[:, None]
@@ -210,7 +213,7 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
 
     taken_by_group = np.zeros(n_rows * width, dtype=bool)
     taken_by_group[order] = taken
-    masked = candidate & taken_by_group[group.clip(0) + row_start]
+    masked = candidate & taken_by_group[flat_group]
 
     ids = codes & docs.codes.dtype.type(config.continuation - 1)
     flat = np.flatnonzero(masked)  # row-major: positions sorted per row

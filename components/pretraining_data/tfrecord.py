@@ -48,12 +48,21 @@ def _varint_table(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     One scalar lookup per value then gives a row of bytes (a view), far cheaper
     than gathering byte rows.
     """
-    encoded = [_varint(v) for v in range(size)]
-    widest = len(encoded[-1])  # the narrowest integer that holds it: fewer padding bytes to drop later
+    values = np.arange(max(size, 1), dtype=np.uint64)
+    lengths = np.ones(len(values), dtype=np.int64)
+    while (more := values >> np.uint64(7 * int(lengths[-1])) > 0).any():
+        lengths += more
+    widest = int(lengths[-1])  # the narrowest integer that holds it: fewer padding bytes to drop later
+    packed = np.zeros(len(values), dtype=np.uint64)
+    real = np.zeros(len(values), dtype=np.uint64)
+    for b in range(widest):
+        present = (lengths > b).astype(np.uint64)
+        continued = (lengths > b + 1).astype(np.uint64)
+        byte = ((values >> np.uint64(7 * b)) & np.uint64(0x7F)) | (continued << np.uint64(7))
+        packed |= (byte * present) << np.uint64(8 * b)
+        real |= present << np.uint64(8 * b)
     dtype = np.dtype("<u1" if widest == 1 else "<u2" if widest == 2 else "<u4" if widest <= 4 else "<u8")
-    packed = np.array([int.from_bytes(e, "little") for e in encoded], dtype=dtype)
-    real = np.array([int.from_bytes(b"\x01" * len(e), "little") for e in encoded], dtype=dtype)
-    return packed, real, np.array([len(e) for e in encoded])
+    return packed.astype(dtype), real.astype(dtype), lengths
 
 
 @functools.lru_cache(maxsize=64)
@@ -76,20 +85,22 @@ def _headers(name: str, max_payload: int) -> tuple[list[bytes], np.ndarray]:
     return headers, np.array([len(h) for h in headers]) + np.arange(max_payload + 1)
 
 
-def _varint_rows(name: str, values: np.ndarray, size: int) -> tuple[bytes, np.ndarray, list[bytes], np.ndarray]:
-    """An int64 feature with values in [0, size): the varints of each row of ``values`` back to
-    back, each row's end offset in them, the feature's headers by payload length, and each
-    row's whole feature length (header and payload)."""
+def _varint_rows(name: str, values: np.ndarray, size: int) -> tuple[Iterator[bytes], Iterator[bytes], np.ndarray]:
+    """An int64 feature with values in [0, size): each row's header and its values' varints (both
+    as iterators over the rows, made by C-level maps), and each row's whole feature length."""
     packed, real, nbytes = _varint_table(size)
     n, k = values.shape
     headers, feature_lengths = _headers(name, k * int(nbytes[-1]))
     if packed.itemsize == 1:  # every varint is one byte: no padding to drop
         payload = np.full(n, k)
-        return values.astype(np.uint8).tobytes(), np.cumsum(payload), headers, feature_lengths[payload]
-    # np.compress on flat arrays: ~3x faster than a boolean index here
-    data = np.compress(real[values].view(bool).ravel(), packed[values].view(np.uint8).ravel())
-    payload = nbytes[values].sum(axis=1)
-    return data.tobytes(), np.cumsum(payload), headers, feature_lengths[payload]
+        data = values.astype(np.uint8).tobytes()
+    else:
+        # np.compress on flat arrays: ~3x faster than a boolean index here
+        data = np.compress(real[values].view(bool).ravel(), packed[values].view(np.uint8).ravel()).tobytes()
+        payload = nbytes[values].sum(axis=1)
+    ends = np.cumsum(payload)
+    rows = map(data.__getitem__, map(slice, (ends - payload).tolist(), ends.tolist()))
+    return map(headers.__getitem__, payload.tolist()), rows, feature_lengths[payload]
 
 
 class _Templates:
@@ -119,7 +130,11 @@ class _Templates:
         if not missing:
             return list(map(table.__getitem__, keys))
         made = {key: self._make_middle(key) for key in missing}
-        for key in list(made)[:max(0, self.middle_limit - len(table))]:
+        room = self.middle_limit - len(table)
+        if len(made) <= room:
+            table.update(made)
+            return list(map(table.__getitem__, keys))
+        for key in list(made)[:max(0, room)]:
             table[key] = made[key]  # the first values seen stay cached
         get = table.get
         return [get(key) or made[key] for key in keys]
@@ -161,27 +176,20 @@ def batch_examples(batch: Batch, vocab_size: int, next_sentence_prediction: bool
     The varints (token ids, masked positions and ids) are made for the whole
     batch with numpy, and so is each record's length; the rest of a record is a
     few byte strings looked up (headers by payload length, ``_Templates``), and
-    each record is one join.
+    each record is one join of its pieces.
     """
     width = batch.input_ids.shape[1]
     templates = _templates(width, batch.masked_positions.shape[1], bool(next_sentence_prediction))
-    ids, ids_ends, ids_headers, ids_lengths = _varint_rows("input_word_ids", batch.input_ids, vocab_size)
-    positions, positions_ends, positions_headers, positions_lengths = _varint_rows(
-        "masked_lm_positions", batch.masked_positions, width)
-    labels, labels_ends, labels_headers, labels_lengths = _varint_rows("masked_lm_ids", batch.masked_ids, vocab_size)
+    ids_headers, ids, ids_lengths = _varint_rows("input_word_ids", batch.input_ids, vocab_size)
+    positions_headers, positions, positions_lengths = _varint_rows("masked_lm_positions", batch.masked_positions, width)
+    labels_headers, labels, labels_lengths = _varint_rows("masked_lm_ids", batch.masked_ids, vocab_size)
     middles = templates.middles(batch.segment_a, batch.lengths)
     tails = templates.tails(batch.masked_counts, batch.random_next)
     bodies = ids_lengths + positions_lengths + labels_lengths + (len(middles[0]) + len(tails[0]) if middles else 0)
-    example_headers = _EXAMPLE_HEADERS.upto(int(bodies.max(initial=0)))
-    out = []
-    i = p = q = 0
-    for i_end, p_end, q_end, middle, tail, body in zip(
-            ids_ends.tolist(), positions_ends.tolist(), labels_ends.tolist(), middles, tails, bodies.tolist()):
-        out.append(b"".join((example_headers[body], ids_headers[i_end - i], ids[i:i_end], middle,
-                             positions_headers[p_end - p], positions[p:p_end], labels_headers[q_end - q],
-                             labels[q:q_end], tail)))
-        i, p, q = i_end, p_end, q_end
-    return out
+    example_headers = map(_EXAMPLE_HEADERS.upto(int(bodies.max(initial=0))).__getitem__, bodies.tolist())
+    # No Python code runs per record: maps and zip over C functions, one join per record.
+    return list(map(b"".join, zip(example_headers, ids_headers, ids, middles, positions_headers, positions,
+                                  labels_headers, labels, tails)))
 
 
 @dataclass(frozen=True)
