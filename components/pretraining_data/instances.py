@@ -24,6 +24,7 @@ not depend on how many worker processes make it.
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,32 +95,29 @@ def layout(docs: Documents, doc_ids, rng: random.Random, config: MaskingConfig) 
         if uniform() < short_seq_prob:
             target = randint(2, max_num_tokens)
         n = len(ends)
-        chunk_first, chunk_len, i = 0, 0, 0
-        while i < n:
-            chunk_len += ends[i] - starts[i]
-            if i == n - 1 or chunk_len >= target:
-                chunk_n = i - chunk_first + 1
-                a_end = randint(1, chunk_n - 1) if chunk_n >= 2 else 1
-                a0, a1 = starts[chunk_first], ends[chunk_first + a_end - 1]
-                if chunk_n == 1 or uniform() < 0.5:
-                    target_b = target - (a1 - a0)
-                    for _ in range(10):
-                        other = randint(0, num_docs - 1)
-                        if other != doc:
-                            break
-                    o_lo, o_hi = sentence_span(other)
-                    j = randint(o_lo, o_hi - 1)
-                    b0 = sentence_ends[j - 1] if j else 0
-                    b1 = sentence_ends[j]
-                    while b1 - b0 < target_b and j < o_hi - 1:
-                        j += 1
-                        b1 = sentence_ends[j]
-                    rows.append((a0, a1, b0, b1, 1))
-                    i -= chunk_n - a_end  # the unused sentences go back
-                else:
-                    rows.append((a0, a1, a1, ends[i], 0))
-                chunk_first, chunk_len = i + 1, 0
-            i += 1
+        first = 0
+        while first < n:
+            # The recipe adds sentences until the chunk reaches the target or the document ends:
+            # the first sentence whose end is that far (a binary search, not a loop per sentence).
+            last = min(bisect_left(ends, starts[first] + target, first), n - 1)
+            chunk_n = last - first + 1
+            a_end = randint(1, chunk_n - 1) if chunk_n >= 2 else 1
+            a0, a1 = starts[first], ends[first + a_end - 1]
+            if chunk_n == 1 or uniform() < 0.5:
+                target_b = target - (a1 - a0)
+                for _ in range(10):
+                    other = randint(0, num_docs - 1)
+                    if other != doc:
+                        break
+                o_lo, o_hi = sentence_span(other)
+                j = randint(o_lo, o_hi - 1)
+                b0 = sentence_ends[j - 1] if j else 0
+                j = bisect_left(sentence_ends, b0 + target_b, j, o_hi - 1)  # sentences until B is long enough
+                rows.append((a0, a1, b0, sentence_ends[j], 1))
+                last -= chunk_n - a_end  # the unused sentences go back
+            else:
+                rows.append((a0, a1, a1, ends[last], 0))
+            first = last + 1
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
 
 
@@ -139,11 +137,12 @@ def _single_segment_layout(docs: Documents, doc_ids, rng: random.Random, config:
         if uniform() < config.short_seq_prob:
             target = 2 + int(uniform() * (max_num_tokens - 1))
         start = sentence_ends[s_lo - 1] if s_lo else 0
-        for j in range(s_lo, s_hi):
+        j = s_lo
+        while j < s_hi:
+            j = bisect_left(sentence_ends, start + target, j, s_hi - 1)  # the first sentence reaching the target
             end = sentence_ends[j]
-            if end - start >= target or j == s_hi - 1:
-                rows.append((start, end, end, end, 0))
-                start = end
+            rows.append((start, end, end, end, 0))
+            start, j = end, j + 1
     return np.array(rows, dtype=np.int64).reshape(-1, 5)
 
 
