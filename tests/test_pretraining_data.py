@@ -348,11 +348,16 @@ def test_bad_vocab_dirs_fail_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_invalid_utf8_is_bad_input_naming_the_line_like_every_other_step(vocab_dirs, tmp_path, workers):
-    lines = CORPUS.read_bytes().splitlines(keepends=True)[:3000]
-    lines[2040] = "壊れた行".encode("utf-8")[:-1] + b"\n"  # a cut multi-byte character, in the second chunk
+    from components.words.split import CHUNK_BYTES
+
+    lines = CORPUS.read_bytes().splitlines(keepends=True)
+    while sum(map(len, lines)) < 2.5 * CHUNK_BYTES:
+        lines += lines
+    bad = next(i for i in itertools.count() if sum(map(len, lines[:i])) > 2 * CHUNK_BYTES)  # in the third chunk
+    lines[bad] = "壊れた行".encode("utf-8")[:-1] + b"\n"  # a cut multi-byte character
     shard = tmp_path / "shard.txt"
     shard.write_bytes(b"".join(lines))
-    with pytest.raises(BadInput, match=r"shard.txt:2041: invalid UTF-8"):
+    with pytest.raises(BadInput, match=rf"shard.txt:{bad + 1}: invalid UTF-8"):
         create_pretraining_data(str(shard), str(tmp_path / "o.tfrecord.gz"), vocab_dirs["wordpiece"], workers=workers)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard.txt"]
 
