@@ -172,7 +172,8 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
     candidate = in_a | ((col >= la + 2) & (col <= la + lb + 1))
     # Position -> offset in docs.codes: A's tokens, then B's (garbage outside, masked below).
     source = col + np.where(in_a, (a0 - 1)[:, None].astype(index), (b0[:, None] - 2).astype(index) - la)
-    codes = np.where(candidate, docs.codes.take(source, mode="clip"), docs.codes.dtype.type(files.PAD_ID))
+    codes = docs.codes.take(source, mode="clip")
+    codes *= candidate  # [PAD] (id 0) where no token is
     rows = np.arange(n_rows, dtype=index)
     row_start = (rows * width)[:, None]
     codes[:, 0] = files.CLS_ID
@@ -196,9 +197,10 @@ def make_batch(docs: Documents, ranges: np.ndarray, rng: np.random.Generator, co
     flat_group = group + row_start
     # np.compress on flat arrays: several times faster than a 2-D boolean index
     sizes = np.bincount(np.compress(candidate.ravel(), flat_group.ravel()), minlength=n_rows * width)
-    # The groups in random order (the recipe shuffles them).
-    keys = rng.random((n_rows, width), dtype=np.float32)
-    valid_group = col < n_groups[:, None]
+    # The groups in random order (the recipe shuffles them), in as many columns as the most groups.
+    most = max(int(n_groups.max(initial=0)), 1)
+    keys = rng.random((n_rows, most), dtype=np.float32)
+    valid_group = col[:, :most] < n_groups[:, None]
     np.putmask(keys, ~valid_group, 2.0)
     order = np.argsort(keys, axis=1) + row_start  # flat indexes: cheaper than take_along_axis
     sorted_sizes = sizes.ravel()[order]
@@ -243,17 +245,16 @@ def _greedy_fill(sizes: np.ndarray, valid: np.ndarray, to_predict: np.ndarray) -
     groups long); the rest is done a step at a time for the rows with room left.
     """
     n_rows, n_groups = sizes.shape
-    sizes = np.where(valid, sizes, n_groups + 1)  # never fits
     head = min(n_groups, int(to_predict.max(initial=0)) + 1)
     running = np.cumsum(sizes[:, :head], axis=1)
-    prefix = running <= to_predict[:, None]
+    prefix = (running <= to_predict[:, None]) & valid[:, :head]  # valid groups come first in each row
     taken = np.zeros((n_rows, n_groups), dtype=bool)
     taken[:, :head] = prefix
     room = to_predict - np.where(prefix, running, 0).max(axis=1, initial=0)
     active = np.nonzero(room > 0)[0]
     if not len(active):
         return taken
-    sizes, room = sizes[active], room[active]
+    sizes, room = np.where(valid[active], sizes[active], n_groups + 1), room[active]  # invalid: never fits
     start = prefix[active].sum(axis=1) + 1  # the first group after the one skipped
     col = np.arange(n_groups)[None, :]
     rows = np.arange(len(active))
