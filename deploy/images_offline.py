@@ -13,7 +13,12 @@ they get, through build arguments, stand-ins made from Debian packages:
 
 The torch CPU wheel comes from the PyTorch CPU index; where that cannot be reached, the wheel from
 pip's configured find-links is served on 127.0.0.1 as a one-package index (builds use the host
-network). Image names and tags come from ``components.images``.
+network), on the same port every time: the index URL is a build argument, hence part of the layer
+cache's key. Image names and tags come from ``components.images``.
+
+Each image's build stage is kept, tagged ``bertja-build-stage-<key>:latest``: the legacy builder's
+layer cache is its images, and an untagged build stage is removed after the build (see
+``remove_images``), which would make every build reinstall every dependency.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ BUILD_BASE = "bertja-standin-build"
 HOST_BUILD_BASE = "bertja-standin-build-host"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+# The local torch index's port: a fixed one keeps the convert image's dependency layers cached.
+WHEEL_INDEX_PORT = 47_311
+BUILD_STAGE = "bertja-build-stage"
 ENGINE_LOG = Path("/var/log/bertja-dockerd.log")
 
 
@@ -218,8 +226,9 @@ def local_torch_wheel(dirs: list[Path]) -> Path:
 
 
 @contextmanager
-def wheel_index(wheel: Path):
-    """Serve ``wheel`` as a one-package simple index (PEP 503) on 127.0.0.1; yields the index URL."""
+def wheel_index(wheel: Path, port: int = 0):
+    """Serve ``wheel`` as a one-package simple index (PEP 503) on 127.0.0.1, on ``port`` where it is
+    free (else any); yields the index URL."""
     project = wheel.name.split("-", 1)[0].lower().replace("_", "-")
     with tempfile.TemporaryDirectory(prefix="bertja-wheelhouse-") as tmp:
         (Path(tmp) / project).mkdir()
@@ -231,7 +240,11 @@ def wheel_index(wheel: Path):
             def log_message(self, *args):
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        try:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Quiet)
+        except OSError:  # taken: any port serves, at the price of the layers that read the URL
+            log(f"port {port} is taken: serving on another, so the layers that read the index URL rebuild")
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
@@ -240,15 +253,29 @@ def wheel_index(wheel: Path):
             server.shutdown()
 
 
+def build_commands(key: str, ref: str, build_args: dict[str, str]) -> list[list[str]]:
+    """The two ``docker build`` commands for ``key``: its build stage, tagged so that it stays (the
+    layer cache of the next build), then the image, whose build stage the first one has cached."""
+    common = ["build", "--network", "host", "--file", images.dockerfile(key)]
+    for name, value in build_args.items():
+        common += ["--build-arg", f"{name}={value}"]
+    return [["docker", *common, "--target", "build", "--tag", build_stage(key), str(ROOT)],
+            ["docker", *common, "--tag", ref, str(ROOT)]]
+
+
+def build_stage(key: str) -> str:
+    return f"{BUILD_STAGE}-{key}:latest"
+
+
 def build_image(key: str, ref: str, build_args: dict[str, str]) -> float:
     """``docker build`` with the legacy builder (no BuildKit here); seconds taken."""
-    command = ["build", "--network", "host", "--file", images.dockerfile(key), "--tag", ref]
-    for name, value in build_args.items():
-        command += ["--build-arg", f"{name}={value}"]
     log(f"building {ref} from {images.dockerfile(key)}")
     started = time.monotonic()
     dangling_before = dangling_images()
-    result = subprocess.run(["docker", *command, str(ROOT)], env={**os.environ, "DOCKER_BUILDKIT": "0"})
+    for command in build_commands(key, ref, build_args):
+        result = subprocess.run(command, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        if result.returncode:
+            break
     remove_images(dangling_images() - dangling_before)
     if result.returncode:
         raise StepFailed(f"building image {key!r} ({images.dockerfile(key)}) failed (exit {result.returncode}); "
@@ -262,9 +289,9 @@ def dangling_images() -> set[str]:
 
 
 def remove_images(ids: set[str]) -> None:
-    """Removes what a build left untagged: the legacy builder's build-stage images and the previous
-    image of the same tag. Each is 0.7-4 GB; left behind, a few rebuilds fill the disk (CI's
-    install once failed for that). An image still in use stays."""
+    """Removes what a build left untagged: the previous image of the same tag and the previous build
+    stage (each 0.7-4 GB; left behind, a few rebuilds fill the disk: CI's install once failed for
+    that). The current build stage is tagged (``build_stage``) and stays; so does an image in use."""
     if ids:
         freed = docker("rmi", *sorted(ids), capture=True, check=False)
         log(f"removed {freed.stdout.count('Deleted:')} layer(s) of {len(ids)} untagged image(s) left by the build")
@@ -324,7 +351,7 @@ def _torch_source(needed: bool):
         return
     wheel = local_torch_wheel(find_links())
     log(f"PyTorch index unreachable: serving {wheel} on 127.0.0.1")
-    with wheel_index(wheel) as url:
+    with wheel_index(wheel, port=WHEEL_INDEX_PORT) as url:
         yield url
 
 

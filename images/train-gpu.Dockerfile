@@ -15,14 +15,22 @@ FROM ${BUILD_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv --without-pip /opt/bertja
-COPY images/constraints-gpu.txt pyproject.toml README.md ./
-COPY components ./components
-COPY pipelines ./pipelines
+# Dependencies first, in layers of their own that only pyproject.toml and the pins change: the core
+# requirements and this image's extras' (read from pyproject.toml), at the pinned versions. A change
+# to the source copied below then rebuilds only the package's own layer (--no-deps).
+COPY images/constraints-gpu.txt pyproject.toml ./
 # PyPI's Linux x86_64 torch wheel is the CUDA build: its CUDA libraries (cuBLAS, cuDNN, NCCL, ...)
 # come as nvidia-* wheels, with triton; constraints-gpu.txt pins all of them (make constraints-gpu
 # resolves it from constraints.txt's pins with pip). No CUDA base image is needed: the node's
 # driver is all the container takes from the host. About 2.9 GB of wheels (make image-gpu-cost).
-RUN pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints-gpu.txt ".[pipeline,train-torch]"
+RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *(r for e in sys.argv[1].split(',') for r in p['optional-dependencies'][e]), sep='\n')" pipeline,train-torch > requirements.txt \
+ && pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints-gpu.txt --requirement requirements.txt
+COPY README.md ./
+COPY components ./components
+COPY pipelines ./pipelines
+# The package goes to a prefix of its own: the final stage copies the dependencies' environment,
+# a layer cached while they stay the same, and then the package, a small layer per source change.
+RUN pip --python /opt/bertja/bin/python install --no-cache-dir --no-deps --prefix /opt/bertja-package --constraint constraints-gpu.txt ".[pipeline,train-torch]"
 
 FROM ${BASE_IMAGE}
 ARG BERTJA_VERSION
@@ -37,6 +45,7 @@ RUN test -n "${BERTJA_VERSION}" \
  && groupadd --gid 10001 bertja \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin bertja
 COPY --from=build /opt/bertja /opt/bertja
+COPY --from=build /opt/bertja-package /opt/bertja
 # HOME and caches live in /tmp so the root filesystem can be mounted read-only (an emptyDir at /tmp).
 # NVIDIA_*: what the NVIDIA container runtime (docker --gpus, the Kubernetes device plugin) exposes.
 ENV PATH=/opt/bertja/bin:$PATH \

@@ -15,9 +15,10 @@ FROM ${BUILD_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv --without-pip /opt/bertja
-COPY images/constraints.txt pyproject.toml README.md ./
-COPY components ./components
-COPY pipelines ./pipelines
+# Dependencies first, in layers of their own that only pyproject.toml and the pins change: the core
+# requirements and this image's extras' (read from pyproject.toml), at the pinned versions. A change
+# to the source copied below then rebuilds only the package's own layer (--no-deps).
+COPY images/constraints.txt pyproject.toml ./
 # The CPU wheel "tensorflow" has no TPU runtime; "tensorflow-tpu" is the same release built with
 # TPU support and ships the same "tensorflow" module, so the two must never both be installed
 # (one would overwrite the other's files). tf-models-official and tensorflow-text require the
@@ -29,11 +30,18 @@ COPY pipelines ./pipelines
 # Consequence: `pip check` in this image reports tf-models-official's (and tensorflow-text's)
 # "tensorflow" requirement as not installed. That is by name only: tensorflow-tpu==2.20.0
 # provides the tensorflow 2.20.0 module they import.
-RUN pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt ".[pipeline,train,tpu]" \
+RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *(r for e in sys.argv[1].split(',') for r in p['optional-dependencies'][e]), sep='\n')" pipeline,train,tpu > requirements.txt \
+ && pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt --requirement requirements.txt \
  && pip --python /opt/bertja/bin/python uninstall --no-cache-dir --yes tensorflow \
  && pip --python /opt/bertja/bin/python install --no-cache-dir --constraint constraints.txt \
       --find-links https://storage.googleapis.com/libtpu-tf-releases/index.html \
       "tensorflow-tpu==2.20.0" "libtpu==0.0.14"
+COPY README.md ./
+COPY components ./components
+COPY pipelines ./pipelines
+# The package goes to a prefix of its own: the final stage copies the dependencies' environment,
+# a layer cached while they stay the same, and then the package, a small layer per source change.
+RUN pip --python /opt/bertja/bin/python install --no-cache-dir --no-deps --prefix /opt/bertja-package --constraint constraints.txt ".[pipeline,train,tpu]"
 
 FROM ${BASE_IMAGE}
 ARG BERTJA_VERSION
@@ -48,6 +56,7 @@ RUN test -n "${BERTJA_VERSION}" \
  && groupadd --gid 10001 bertja \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin bertja
 COPY --from=build /opt/bertja /opt/bertja
+COPY --from=build /opt/bertja-package /opt/bertja
 # HOME and caches live in /tmp so the root filesystem can be mounted read-only (an emptyDir at /tmp).
 ENV PATH=/opt/bertja/bin:$PATH \
     PYTHONUNBUFFERED=1 \

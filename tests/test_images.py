@@ -107,8 +107,9 @@ def test_hadolint_passes(key):
 
 def test_only_the_tpu_trainer_swaps_tensorflow_for_its_pinned_tpu_build():
     """tensorflow-tpu ships the same ``tensorflow`` module as the CPU wheel: the TPU image removes the
-    one the extras pulled in before installing it (never both), pinned to the version pyproject pins,
-    with a pinned libtpu; every other image keeps the CPU wheel."""
+    one the extras' requirements pulled in before installing it (never both), pinned to the version
+    pyproject pins, with a pinned libtpu, and the package itself, installed last, brings no
+    dependency back; every other image keeps the CPU wheel."""
     (tensorflow,) = [r for r in PYPROJECT["project"]["optional-dependencies"]["train"] if r.startswith("tensorflow==")]
     for key in images.IMAGES:
         build, _final = stages(dockerfile_of(key))
@@ -116,11 +117,13 @@ def test_only_the_tpu_trainer_swaps_tensorflow_for_its_pinned_tpu_build():
         if key != "train-tpu":
             assert "tensorflow-tpu" not in runs and "libtpu" not in runs
             continue
-        steps = [step.strip() for step in runs.split("&&")]
-        extras_step = next(i for i, s in enumerate(steps) if '".[' in s)
+        steps = [step.strip() for i, a in build if i == "RUN" for step in a.split("&&")]
+        requirements_step = next(i for i, s in enumerate(steps) if "--requirement requirements.txt" in s)
         uninstall = next(i for i, s in enumerate(steps) if " uninstall " in s)
         (tpu_step,) = [i for i, s in enumerate(steps) if "tensorflow-tpu" in s]
-        assert extras_step < uninstall < tpu_step
+        (package_step,) = [i for i, s in enumerate(steps) if '".[' in s]
+        assert requirements_step < uninstall < tpu_step < package_step
+        assert "--no-deps" in shlex.split(steps[package_step])
         assert shlex.split(steps[uninstall])[-1] == "tensorflow"
         tpu_install = shlex.split(steps[tpu_step])
         assert f"tensorflow-tpu=={tensorflow.split('==')[1]}" in tpu_install
@@ -189,6 +192,43 @@ def test_each_image_installs_this_package_with_only_its_extras_and_the_pins(key)
         assert torch == [f"torch=={pinned}"]
     else:
         assert "torch" not in runs
+
+
+REQUIREMENTS_RUN = re.compile(r'python -c "([^"]+)" ([a-z,-]+) > requirements.txt')
+
+
+@pytest.mark.parametrize("key", list(images.IMAGES))
+def test_dependencies_are_installed_before_the_source_is_copied(key):
+    """The layer cache: the dependencies' install (GBs of wheels) reads only pyproject.toml and the
+    pins, so a change to the source rebuilds only the package's own layer, installed --no-deps. The
+    requirements that layer installs are those pip reads from the package's metadata for its extras."""
+    build, _final = stages(dockerfile_of(key))
+    steps = [(i, a) for i, a in build if i in ("COPY", "RUN")]
+    (deps,) = [n for n, (i, a) in enumerate(steps) if i == "RUN" and "--requirement requirements.txt" in a]
+    (package,) = [n for n, (i, a) in enumerate(steps) if i == "RUN" and '".[' in a]
+    copied_before = {s for i, a in steps[:deps] if i == "COPY" for s in a.split()[:-1]}
+    assert copied_before == {f"images/{CONSTRAINTS_OF[key]}", "pyproject.toml"}
+    copied_after = {s for i, a in steps[deps:package] if i == "COPY" for s in a.split()[:-1]}
+    assert {"components", "pipelines", "README.md"} <= copied_after
+    assert "--no-deps" in shlex.split(steps[package][1]) and package == len(steps) - 1
+    # The final stage copies the environment, then the package's prefix over it (its own small layer).
+    prefix = shlex.split(steps[package][1])[shlex.split(steps[package][1]).index("--prefix") + 1]
+    assert [a for i, a in _final if i == "COPY"] == ["--from=build /opt/bertja /opt/bertja",
+                                                     f"--from=build {prefix} /opt/bertja"]
+    (extras,) = re.findall(r'"\.\[([a-z,-]+)\]"', steps[package][1])
+    (code, listed_extras), = REQUIREMENTS_RUN.findall(steps[deps][1])
+    assert listed_extras == extras
+    assert f"--constraint {CONSTRAINTS_OF[key]} --requirement requirements.txt" in steps[deps][1]
+    printed = subprocess.run([sys.executable, "-c", code, extras], cwd=ROOT, check=True, capture_output=True,
+                             text=True).stdout.splitlines()
+    wanted = set(extras.split(","))
+    expected = set()
+    for spec in metadata.requires("bert-japanese-pipelines"):
+        req = Requirement(spec)
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in wanted):
+            expected.add((canonicalize_name(req.name), str(req.specifier), frozenset(req.extras)))
+    got = {(canonicalize_name(r.name), str(r.specifier), frozenset(r.extras)) for r in map(Requirement, printed)}
+    assert got == expected
 
 
 def _closure(requirement: str, extras: set[str], seen: dict[str, str]) -> None:
@@ -325,6 +365,36 @@ def test_offline_wheel_index_serves_a_wheel_pip_installs(tmp_path):
                              capture_output=True, text=True)
     assert got.returncode == 0, got.stderr
     assert [p.name for p in (tmp_path / "got").iterdir()] == [wheel.name]
+
+
+def test_offline_wheel_index_keeps_its_port_while_it_is_free(tmp_path):
+    """The index URL is a build argument of the convert image, hence part of its layers' cache key:
+    the same port every build, another only when that one is taken."""
+    wheel = tmp_path / "tiny_pkg-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    with images_offline.wheel_index(wheel) as any_port:
+        port = int(any_port.rsplit(":", 1)[1].rstrip("/"))
+    with images_offline.wheel_index(wheel, port=port) as url:
+        assert url == f"http://127.0.0.1:{port}/"
+        with images_offline.wheel_index(wheel, port=port) as other:
+            assert other.startswith("http://127.0.0.1:") and other != url
+    assert 1024 < images_offline.WHEEL_INDEX_PORT < 65536
+
+
+def test_offline_build_keeps_each_build_stage_tagged_as_the_next_builds_cache():
+    """The legacy builder caches layers as images; the untagged ones a build leaves are removed, so the
+    build stage is built first under its own tag (it stays), then the image with the same arguments."""
+    stage, image = images_offline.build_commands("convert", "registry/bertja-convert:1.0", {"A": "1", "B": "2"})
+    assert stage[stage.index("--target") + 1] == "build"
+    assert stage[stage.index("--tag") + 1] == images_offline.build_stage("convert")
+    assert image[image.index("--tag") + 1] == "registry/bertja-convert:1.0" and "--target" not in image
+    def without_target_and_tag(command):
+        return [a for i, a in enumerate(command)
+                if a not in ("--target", "--tag") and command[i - 1] not in ("--target", "--tag")]
+    assert without_target_and_tag(stage) == without_target_and_tag(image)
+    assert ["--build-arg", "A=1"] == image[image.index("A=1") - 1:image.index("A=1") + 1]
+    assert image[-1] == str(ROOT) and images.dockerfile("convert") in image
+    assert len({images_offline.build_stage(key) for key in images.IMAGES}) == len(images.IMAGES)
 
 
 def test_offline_torch_wheel_comes_from_pip_find_links(tmp_path, monkeypatch):
