@@ -343,6 +343,11 @@ def test_bad_vocab_dirs_fail_before_any_work(tmp_path):
     (missing / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nあ\n", encoding="utf-8")
     with pytest.raises(BadInput, match=r"must start with \[PAD\] \[UNK\] \[CLS\] \[SEP\] \[MASK\]"):
         create_pretraining_data(str(tmp_path / "not-read.txt"), str(tmp_path / "o.tfrecord.gz"), str(missing))
+    specials = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n"
+    for body, error in (("あ\nい\nあ\n", r"vocab.txt:8: token 'あ' repeats line 6"), ("あ\n\nい\n", r"vocab.txt:7: empty token")):
+        (missing / "vocab.txt").write_text(specials + body, encoding="utf-8")
+        with pytest.raises(BadInput, match=error):
+            create_pretraining_data(str(tmp_path / "not-read.txt"), str(tmp_path / "o.tfrecord.gz"), str(missing))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["novocab"]
 
 

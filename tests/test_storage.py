@@ -35,6 +35,21 @@ def test_truncated_xz_and_bad_utf8_name_the_file_and_line(tmp_path):
         list(storage.iter_lines(str(bad)))
 
 
+@pytest.mark.parametrize("content", [b"", b"\n", b"a\nb", "語彙\r\n##彙\r\r\n\n[UNK]\n".encode(), b"x\ry\n\n\n"])
+def test_read_lines_gives_what_iter_lines_gives(tmp_path, content):
+    for name, data in (("v.txt", content), ("v.txt.gz", gzip.compress(content))):
+        (tmp_path / name).write_bytes(data)
+        uri = str(tmp_path / name)
+        assert storage.read_lines(uri) == [line for _n, line in storage.iter_lines(uri)]
+
+
+def test_read_lines_names_the_bad_line(tmp_path):
+    bad = tmp_path / "vocab.txt"
+    bad.write_bytes(b"[PAD]\n[UNK]\n\xff\n")
+    with pytest.raises(BadInput, match=r"vocab.txt:3: invalid UTF-8"):
+        storage.read_lines(str(bad))
+
+
 def test_gcs_roundtrip_glob_and_failed_write(gcs):
     uri = f"{gcs}/dir/x.txt.gz"
     with storage.open_write(uri, text=True) as f:

@@ -246,7 +246,7 @@ def read_livedoor(root: str, *, seed: int = 0) -> tuple[Task, list[Example], lis
 
 
 def _livedoor_text(uri: str) -> str:
-    lines = [line for _n, line in storage.iter_lines(uri)]
+    lines = storage.read_lines(uri)
     if len(lines) < 4 or not lines[0].startswith("http"):
         raise BadInput(f"{uri}:1: expected a livedoor article (URL, date, title, then the body)")
     title, body = lines[2].strip(), "\n".join(line.strip() for line in lines[3:] if line.strip())

@@ -64,7 +64,7 @@ class TokenizerFiles:
     @cached_property
     def vocab(self) -> dict[str, int]:
         """Token -> id."""
-        return {token: i for i, token in enumerate(self.tokens)}
+        return dict(zip(self.tokens, range(len(self.tokens))))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -114,7 +114,7 @@ def write_tokenizer_dir(output_dir: str, tokens: list[str], *, subword_tokenizer
 
 def read_tokens(vocab_uri: str) -> list[str]:
     """The tokens of a ``vocab.txt`` (id = line number), read the way transformers reads it."""
-    tokens = [line for _n, line in storage.iter_lines(vocab_uri)]
+    tokens = storage.read_lines(vocab_uri)
     _check_tokens(tokens, vocab_uri)
     return tokens
 
@@ -145,7 +145,9 @@ def _check_tokens(tokens: list[str], where: str) -> None:
     if head != SPECIAL_TOKENS:
         raise BadInput(f"{where}: the vocabulary must start with {' '.join(SPECIAL_TOKENS)} "
                        f"(ids 0..{len(SPECIAL_TOKENS) - 1}), found {' '.join(head) or 'nothing'}")
-    seen: dict[str, int] = {}
+    if len(set(tokens)) == len(tokens) and "" not in tokens:
+        return
+    seen: dict[str, int] = {}  # which line is at fault
     for i, token in enumerate(tokens):
         if token == "":
             raise BadInput(f"{where}:{i + 1}: empty token")
