@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import os
+import shutil
 import socket
 
 import pytest
@@ -38,3 +41,38 @@ def gcs(gcs_emulator, monkeypatch):
     storage.reset_client()
     yield "gs://test-bucket"
     storage.reset_client()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compile_once_per_input(tmp_path_factory):
+    """Compiling the whole DAG takes seconds and the suite asks for the same YAML dozens of times
+    (each submit/schedule test compiles): the same call with the same profile (as it is now, so a
+    profile a test adds or changes is a new key), recipe, overrides, root and BERTJA_/KFP_ variables gets a
+    copy of the first result, written the way ``compile_pipeline`` writes (temporary, then rename).
+    Failures are not kept: they are raised again each time."""
+    from pipelines import commands, profiles
+
+    compile_pipeline = commands.compile_pipeline
+    kept: dict[tuple, tuple[str, dict]] = {}
+    directory = tmp_path_factory.mktemp("compiled")
+
+    def compile_or_copy(output, profile_name="gcp", overrides=None, pipeline_root=None, recipe=commands.recipes.DEFAULT):
+        # What compiling reads from the environment: ours (image registry and tag) and kfp's settings.
+        environment = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("BERTJA_", "KFP_"))))
+        key = (profile_name, repr(profiles.PROFILES.get(profile_name)), repr(sorted((overrides or {}).items())),
+               pipeline_root, recipe, environment)
+        if key not in kept:
+            result = compile_pipeline(output, profile_name, overrides, pipeline_root=pipeline_root, recipe=recipe)
+            path = str(directory / f"{len(kept)}.yaml")
+            shutil.copyfile(output, path)
+            kept[key] = (path, copy.deepcopy(result))
+            return result
+        path, result = kept[key]
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        shutil.copyfile(path, f"{output}.tmp.yaml")
+        os.replace(f"{output}.tmp.yaml", output)
+        return {**copy.deepcopy(result), "output": output}
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(commands, "compile_pipeline", compile_or_copy)
+        yield
