@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import socket
 
 import pytest
@@ -48,7 +47,7 @@ def compile_once_per_input(tmp_path_factory):
     """Compiling the whole DAG takes seconds and the suite asks for the same YAML dozens of times
     (each submit/schedule test compiles): the same call with the same profile (as it is now, so a
     profile a test adds or changes is a new key), recipe, overrides, root and BERTJA_/KFP_ variables gets a
-    copy of the first result, written the way ``compile_pipeline`` writes (temporary, then rename).
+    copy of the first result.
     Failures are not kept: they are raised again each time."""
     from pipelines import commands, profiles
 
@@ -64,13 +63,11 @@ def compile_once_per_input(tmp_path_factory):
         if key not in kept:
             result = compile_pipeline(output, profile_name, overrides, pipeline_root=pipeline_root, recipe=recipe)
             path = str(directory / f"{len(kept)}.yaml")
-            shutil.copyfile(output, path)
+            storage.copy(output, path)
             kept[key] = (path, copy.deepcopy(result))
             return result
         path, result = kept[key]
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        shutil.copyfile(path, f"{output}.tmp.yaml")
-        os.replace(f"{output}.tmp.yaml", output)
+        storage.copy(path, output)  # atomic, as compile_pipeline writes
         return {**copy.deepcopy(result), "output": output}
 
     with pytest.MonkeyPatch.context() as patch:
